@@ -1,0 +1,851 @@
+"""Shared code for the cnn-vis notebooks.
+
+One module, sectioned in the order the notebooks teach:
+
+1. paths and Colab      -- where data, models and figures live; quick mode; save_figure
+2. data                 -- dogs-vs-cats preparation, offline toy pets, tf.data pipelines, photos
+3. model and training   -- the seeds' mini-VGG, training with checkpoints, predictions
+
+Images handed to models are raw RGB pixels, float32 in [0, 255], shape (H, W, 3) or
+(N, H, W, 3): pixel scaling lives inside each model (a Rescaling layer or the
+application's own preprocessing), so visualisation code never rescales by hand.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import random
+import shutil
+import subprocess
+import sys
+import tempfile
+import zipfile
+from pathlib import Path
+from types import SimpleNamespace
+
+import matplotlib
+import matplotlib.pyplot as plt
+import numpy as np
+from PIL import Image, ImageDraw, ImageFilter
+
+# TensorFlow is imported lazily by the functions that need it, so that `import helpers`
+# (and the unit tests of pure-numpy code) stay fast and quiet.
+
+# Inline figures at screen resolution keep notebooks small; save_figure writes files at 300 dpi.
+plt.rcParams["figure.dpi"] = 72
+
+REPO_ROOT = Path(__file__).resolve().parent
+QUICK_ENV = "CNNVIS_QUICK"
+HOME_ENV = "CNNVIS_HOME"
+COLAB_DRIVE = Path("/content/gdrive")
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
+
+
+# ---------------------------------------------------------------------------
+# 1. Paths and Colab
+# ---------------------------------------------------------------------------
+
+def in_colab() -> bool:
+    """True when running inside Google Colab."""
+    return "google.colab" in sys.modules or "COLAB_RELEASE_TAG" in os.environ
+
+
+def quick_mode() -> bool:
+    """True when CNNVIS_QUICK is set to a true value (1/true/yes): CI's small, fast run."""
+    return os.environ.get(QUICK_ENV, "").strip().lower() in {"1", "true", "yes", "on"}
+
+
+def mount_drive(mountpoint: Path = COLAB_DRIVE) -> Path:
+    """Mount Google Drive in Colab and return the mount point; raise outside Colab."""
+    if not in_colab():
+        raise RuntimeError("mount_drive() works only inside Google Colab; locally use project_paths().")
+    from google.colab import drive  # noqa: PLC0415  (exists only in Colab)
+
+    drive.mount(str(mountpoint))
+    return mountpoint
+
+
+def project_paths(create: bool = True) -> SimpleNamespace:
+    """Return the project folders as Paths: root, data, models, figures, outputs.
+
+    Priority: the CNNVIS_HOME environment variable (data/ and outputs/ below it); in Colab
+    ``/content/gdrive/MyDrive/cnn-vis`` (Drive is mounted on first use); otherwise
+    the repository root. ``models`` and ``figures`` live under ``outputs`` locally and
+    directly under the Drive project folder in Colab.
+    """
+    if os.environ.get(HOME_ENV):
+        root = Path(os.environ[HOME_ENV]).expanduser().resolve()
+        outputs = root / "outputs"
+    elif in_colab():
+        if create and not (COLAB_DRIVE / "MyDrive").exists():
+            mount_drive()
+        root = COLAB_DRIVE / "MyDrive" / "cnn-vis"
+        outputs = root
+    else:
+        root = REPO_ROOT
+        outputs = root / "outputs"
+    paths = SimpleNamespace(root=root, data=root / "data", outputs=outputs,
+                            models=outputs / "models", figures=outputs / "figures")
+    if create:
+        for folder in (paths.data, paths.models, paths.figures):
+            folder.mkdir(parents=True, exist_ok=True)
+    return paths
+
+
+def gpu_report() -> str:
+    """One line naming the visible GPUs, or saying there are none and how to get one in Colab."""
+    import tensorflow as tf  # noqa: PLC0415
+
+    gpus = tf.config.list_physical_devices("GPU")
+    if gpus:
+        names = []
+        for gpu in gpus:
+            details = tf.config.experimental.get_device_details(gpu)
+            names.append(details.get("device_name", gpu.name))
+        return f"GPU: {len(gpus)} visible ({', '.join(names)})."
+    hint = (" In Colab: Runtime > Change runtime type > Hardware accelerator: GPU, then rerun."
+            if in_colab() else " Training runs on the CPU (slower, fine in quick mode).")
+    return "No GPU visible." + hint
+
+
+def save_figure(fig, name: str, folder: Path | None = None, dpi: int = 300) -> Path:
+    """Save a matplotlib figure as PNG at `dpi` into the figures folder (Drive in Colab).
+
+    `name` is a file stem such as "01_history"; returns the written path.
+    """
+    if not name or any(sep in name for sep in "/\\"):
+        raise ValueError(f"save_figure name must be a plain file stem like '01_history', got {name!r}.")
+    folder = Path(folder) if folder is not None else project_paths().figures
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{name}.png"
+    fig.savefig(path, dpi=dpi, bbox_inches="tight")
+    return path
+
+
+# ---------------------------------------------------------------------------
+# 2. Data
+# ---------------------------------------------------------------------------
+
+CLASS_DIRS = ("cats", "dogs")
+BOX_PARTS = ("face", "left_ear", "right_ear", "snout")
+
+
+def _decode_check(data: bytes, name: str) -> tuple[Image.Image, bool]:
+    """Fully decode image bytes to RGB; return (image, whether the bytes are an RGB JPEG).
+
+    Raises ValueError naming `name` for zero-byte, truncated, corrupt or non-image data.
+    """
+    if not data:
+        raise ValueError(f"{name}: zero-byte file")
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            im.load()
+            return im.convert("RGB"), (im.format == "JPEG" and im.mode == "RGB")
+    except Exception as exc:  # PIL raises many types for corrupt/truncated/non-image data
+        raise ValueError(f"{name}: not a decodable image ({type(exc).__name__}: {exc})") from None
+
+
+def _write_image_bytes(data: bytes, target: Path, name: str) -> None:
+    """Write a verified image: JPEG bytes as they are, anything else re-encoded as RGB JPEG."""
+    image, is_rgb_jpeg = _decode_check(data, name)
+    if is_rgb_jpeg:
+        target.write_bytes(data)
+    else:
+        image.save(target, format="JPEG", quality=95)
+
+
+def _dogs_vs_cats_sources(source: Path) -> tuple[dict[str, list[str]], object]:
+    """Index a dogs-vs-cats source: returns ({"cats": [...], "dogs": [...]}, reader).
+
+    `reader(key) -> bytes`. Accepts Kaggle's train.zip (cat.N.jpg/dog.N.jpg, possibly nested in
+    the competition zip), its extracted folder, or Microsoft's PetImages layout (Cat/, Dog/).
+    """
+    if not source.exists():
+        raise FileNotFoundError(f"Dogs-vs-cats source {source} does not exist. Expected Kaggle's "
+                                "train.zip, its extracted folder, or a PetImages folder with Cat/ and Dog/.")
+
+    def classify(name: str) -> str | None:
+        parts = Path(name).parts
+        base = parts[-1].lower() if parts else ""
+        if base.startswith("cat.") and base.endswith(IMAGE_SUFFIXES):
+            return "cats"
+        if base.startswith("dog.") and base.endswith(IMAGE_SUFFIXES):
+            return "dogs"
+        if len(parts) >= 2 and parts[-2].lower() in ("cat", "dog") and base.endswith(IMAGE_SUFFIXES):
+            return "cats" if parts[-2].lower() == "cat" else "dogs"
+        return None
+
+    index: dict[str, list[str]] = {"cats": [], "dogs": []}
+    if source.is_file():
+        if not zipfile.is_zipfile(source):
+            raise ValueError(f"{source} is not a zip file. Pass Kaggle's train.zip, its extracted "
+                             "folder, or a PetImages folder with Cat/ and Dog/.")
+        archive = zipfile.ZipFile(source)
+        names = archive.namelist()
+        nested = [n for n in names if Path(n).name == "train.zip"]
+        if nested and not any(classify(n) for n in names):
+            archive = zipfile.ZipFile(io.BytesIO(archive.read(nested[0])))
+            names = archive.namelist()
+        for name in names:
+            label = classify(name)
+            if label:
+                index[label].append(name)
+        reader = archive.read
+    else:
+        for path in source.rglob("*"):
+            label = classify(str(path.relative_to(source))) if path.is_file() else None
+            if label:
+                index[label].append(str(path))
+        reader = lambda key: Path(key).read_bytes()  # noqa: E731
+    if not index["cats"] or not index["dogs"]:
+        raise ValueError(f"{source} holds no dogs-vs-cats images (found {len(index['cats'])} cats, "
+                         f"{len(index['dogs'])} dogs). Expected files named cat.N.jpg and dog.N.jpg "
+                         "(Kaggle train.zip) or folders Cat/ and Dog/ (Microsoft PetImages).")
+    for names in index.values():
+        names.sort()
+    return index, reader
+
+
+def prepare_dogs_vs_cats(source, dest, n_train: int = 1400, n_val: int = 300, seed: int = 0) -> dict:
+    """Copy a random, verified subset of dogs-vs-cats into dest/{train,validation}/{cats,dogs}.
+
+    n_train and n_val count images per class (the seed used 1400 + 300 per class: 2800 training
+    and 600 validation images). Every image is decoded first; corrupt, truncated, zero-byte and
+    non-image files are skipped and listed in the returned report (also written to
+    dest/prepare_report.json). The set is built in a temporary folder beside `dest` and renamed
+    into place, so an interrupted run leaves nothing half-written; re-running with the same
+    arguments returns the existing report; a different existing `dest` is never overwritten.
+    """
+    source, dest = Path(source), Path(dest)
+    if n_train < 1 or n_val < 1:
+        raise ValueError(f"n_train and n_val must be at least 1 per class, got {n_train}, {n_val}.")
+    settings = {"source": str(source.resolve()), "n_train": n_train, "n_val": n_val, "seed": seed}
+    report_path = dest / "prepare_report.json"
+    if dest.exists():
+        if report_path.exists():
+            report = json.loads(report_path.read_text())
+            if report.get("settings") == settings:
+                return report
+        raise FileExistsError(f"{dest} already exists and was not prepared with these settings; "
+                              "choose an empty destination or remove it yourself.")
+    index, reader = _dogs_vs_cats_sources(source)
+    rng = random.Random(seed)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.partial-", dir=dest.parent if dest.parent.exists() else None))
+    try:
+        skipped, counts = [], {}
+        for label, names in index.items():
+            order = names[:]
+            rng.shuffle(order)
+            kept = 0
+            for name in order:
+                if kept == n_train + n_val:
+                    break
+                split = "train" if kept < n_train else "validation"
+                folder = tmp / split / label
+                folder.mkdir(parents=True, exist_ok=True)
+                stem = Path(name).stem.replace(" ", "_")
+                if not stem.lower().startswith(label[:-1] + "."):
+                    stem = f"{label[:-1]}.{stem}"  # PetImages: Cat/12.jpg -> cat.12.jpg
+                target = folder / f"{stem}.jpg"
+                try:
+                    _write_image_bytes(reader(name), target, name)
+                except ValueError as exc:
+                    skipped.append({"file": name, "reason": str(exc).split(": ", 1)[-1]})
+                    continue
+                kept += 1
+            if kept < n_train + n_val:
+                raise ValueError(f"{source} has only {kept} readable {label} images; "
+                                 f"{n_train + n_val} were asked for (n_train={n_train}, n_val={n_val}).")
+            counts[label] = {"train": n_train, "validation": n_val}
+        report = {"settings": settings, "counts": counts, "skipped": skipped}
+        (tmp / "prepare_report.json").write_text(json.dumps(report, indent=1))
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        tmp.rename(dest)
+        return report
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+
+
+def _textured_background(rng: np.random.Generator, size: int) -> Image.Image:
+    """A cluttered background: colour gradient, noise, stripes and random shapes."""
+    base = rng.uniform(40, 215, 3)
+    tilt = rng.uniform(-60, 60, 3)
+    ramp = np.linspace(-0.5, 0.5, size)
+    angle = rng.uniform(0, np.pi)
+    grad = np.cos(angle) * ramp[None, :] + np.sin(angle) * ramp[:, None]
+    pixels = base + grad[..., None] * tilt + rng.normal(0, 12, (size, size, 3))
+    if rng.random() < 0.5:
+        period = rng.uniform(6, 20)
+        stripes = np.sin((np.arange(size)[None, :] * np.cos(angle) + np.arange(size)[:, None] * np.sin(angle))
+                         * 2 * np.pi / period)
+        pixels += stripes[..., None] * rng.uniform(8, 25)
+    image = Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8))
+    draw = ImageDraw.Draw(image)
+    for _ in range(rng.integers(6, 14)):
+        colour = tuple(int(c) for c in rng.integers(0, 256, 3))
+        x0, y0 = rng.uniform(-0.1, 1.0, 2) * size
+        w, h = rng.uniform(0.05, 0.35, 2) * size
+        kind = rng.integers(3)
+        if kind == 0:
+            draw.rectangle([x0, y0, x0 + w, y0 + h], fill=colour)
+        elif kind == 1:
+            draw.ellipse([x0, y0, x0 + w, y0 + h], fill=colour)
+        else:
+            draw.line([x0, y0, x0 + w, y0 + h], fill=colour, width=int(rng.integers(1, 4)))
+    return image.filter(ImageFilter.GaussianBlur(0.6))
+
+
+def _box(points) -> list[float]:
+    xs, ys = zip(*points)
+    return [min(xs), min(ys), max(xs), max(ys)]
+
+
+def _draw_pet(image: Image.Image, label: str, rng: np.random.Generator) -> dict[str, list[float]]:
+    """Draw a cartoon cat or dog face on `image`; return its part boxes (x0, y0, x1, y1) in pixels.
+
+    Cats and dogs share the round face, the eyes and the colour palette; only the parts differ:
+    cats have pointed ears, a small muzzle and whiskers, dogs floppy ears and a long snout.
+    """
+    size = image.size[0]
+    draw = ImageDraw.Draw(image)
+    r = rng.uniform(0.19, 0.25) * size
+    cx = rng.uniform(1.45 * r, size - 1.45 * r)
+    cy = rng.uniform(1.65 * r, size - 1.75 * r)
+    fur = rng.uniform(30, 230, 3)
+    fur_c = tuple(int(c) for c in fur)
+    dark = tuple(int(c) for c in np.clip(fur * rng.uniform(0.45, 0.75), 0, 255))
+    boxes: dict[str, list[float]] = {}
+    if label == "cats":
+        spread = rng.uniform(0.45, 0.7)
+        for side, sign in (("left_ear", -1), ("right_ear", 1)):
+            base_a = (cx + sign * r * np.sin(spread - 0.45), cy - r * np.cos(spread - 0.45))
+            base_b = (cx + sign * r * np.sin(spread + 0.45), cy - r * np.cos(spread + 0.45))
+            tip = (cx + sign * r * np.sin(spread) * 1.55, cy - r * rng.uniform(1.45, 1.65))
+            draw.polygon([base_a, tip, base_b], fill=fur_c)
+            draw.polygon([base_a, ((base_a[0] + tip[0]) / 2, (base_a[1] + tip[1]) / 2), base_b], fill=dark)
+            boxes[side] = _box([base_a, tip, base_b])
+    else:
+        for side, sign in (("left_ear", -1), ("right_ear", 1)):
+            top = (cx + sign * 0.75 * r, cy - 0.85 * r)
+            ear = [top[0] - 0.32 * r, top[1], top[0] + 0.32 * r, top[1] + rng.uniform(1.2, 1.5) * r]
+            ear[0] += sign * 0.25 * r
+            ear[2] += sign * 0.25 * r
+            draw.ellipse(ear, fill=dark)
+            boxes[side] = ear
+    draw.ellipse([cx - r, cy - r, cx + r, cy + r], fill=fur_c)
+    boxes["face"] = [cx - r, cy - r, cx + r, cy + r]
+    for sign in (-1, 1):
+        ex, ey, er = cx + sign * 0.38 * r, cy - 0.2 * r, 0.15 * r
+        draw.ellipse([ex - er, ey - er, ex + er, ey + er], fill=(245, 245, 235))
+        draw.ellipse([ex - er / 2, ey - er / 2, ex + er / 2, ey + er / 2], fill=(20, 20, 20))
+    if label == "cats":
+        muzzle = [cx - 0.32 * r, cy + 0.1 * r, cx + 0.32 * r, cy + 0.55 * r]
+        draw.ellipse(muzzle, fill=tuple(int(c) for c in np.clip(fur + 40, 0, 255)))
+        draw.polygon([(cx - 0.1 * r, cy + 0.12 * r), (cx + 0.1 * r, cy + 0.12 * r), (cx, cy + 0.26 * r)],
+                     fill=(230, 120, 140))
+        whiskers = []
+        for sign in (-1, 1):
+            for dy in (-0.12, 0.05, 0.22):
+                start = (cx + sign * 0.2 * r, cy + 0.35 * r)
+                end = (cx + sign * 1.35 * r, cy + (0.35 + dy * 2.2) * r)
+                draw.line([start, end], fill=(25, 25, 25), width=max(1, int(r / 22)))
+                whiskers += [start, end]
+        boxes["snout"] = _box(whiskers + [(muzzle[0], muzzle[1]), (muzzle[2], muzzle[3])])
+    else:
+        length = rng.uniform(1.2, 1.5) * r
+        snout = [cx - 0.36 * r, cy - 0.05 * r, cx + 0.36 * r, cy + length]
+        draw.rounded_rectangle(snout, radius=0.3 * r, fill=tuple(int(c) for c in np.clip(fur + 30, 0, 255)))
+        draw.ellipse([cx - 0.2 * r, cy + length - 0.32 * r, cx + 0.2 * r, cy + length - 0.02 * r],
+                     fill=(20, 20, 20))
+        boxes["snout"] = snout
+    return boxes
+
+
+def make_toy_pets(dest, n_train: int = 600, n_val: int = 150, size: int = 160, seed: int = 0) -> Path:
+    """Draw an offline stand-in for dogs-vs-cats: dest/{train,validation}/{cats,dogs}/*.png.
+
+    n_train and n_val count images per class; images are `size` x `size` RGB. Each shows one
+    cartoon face at random position, scale and colour on a cluttered textured background; the
+    class lives only in the parts (ears, muzzle/whiskers versus floppy ears/long snout).
+    dest/boxes.csv lists, per image, the pixel boxes (x0, y0, x1, y1) of the parts
+    face, left_ear, right_ear and snout. Same seed, same pixels. An existing dest made with the
+    same settings is reused; any other existing dest is left untouched and raises.
+    """
+    dest = Path(dest)
+    if n_train < 1 or n_val < 1 or size < 32:
+        raise ValueError(f"make_toy_pets needs n_train >= 1, n_val >= 1 and size >= 32; got "
+                         f"n_train={n_train}, n_val={n_val}, size={size}.")
+    settings = {"n_train": n_train, "n_val": n_val, "size": size, "seed": seed, "version": 2}
+    manifest = dest / "toy_pets.json"
+    if dest.exists():
+        if manifest.exists() and json.loads(manifest.read_text()) == settings:
+            return dest
+        raise FileExistsError(f"{dest} already exists and is not a toy-pets set made with {settings}; "
+                              "pass another dest or remove it yourself.")
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.partial-", dir=dest.parent))
+    try:
+        rows = []
+        for split_index, (split, count) in enumerate((("train", n_train), ("validation", n_val))):
+            for label_index, label in enumerate(CLASS_DIRS):
+                folder = tmp / split / label
+                folder.mkdir(parents=True)
+                for i in range(count):
+                    rng = np.random.default_rng([seed, split_index, label_index, i])
+                    image = _textured_background(rng, size)
+                    boxes = _draw_pet(image, label, rng)
+                    relative = f"{split}/{label}/{label[:-1]}.{i:04d}.png"
+                    image.save(tmp / relative)
+                    for part in BOX_PARTS:
+                        x0, y0, x1, y1 = (float(np.clip(v, 0, size - 1)) for v in boxes[part])
+                        rows.append([relative, label, part, round(x0, 1), round(y0, 1), round(x1, 1), round(y1, 1)])
+        with open(tmp / "boxes.csv", "w", newline="") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(["path", "class", "part", "x0", "y0", "x1", "y1"])
+            writer.writerows(rows)
+        (tmp / "toy_pets.json").write_text(json.dumps(settings))
+        tmp.rename(dest)
+        return dest
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+
+
+def load_boxes(root) -> dict[str, dict[str, tuple[float, float, float, float]]]:
+    """Read root/boxes.csv (from make_toy_pets) as {relative path: {part: (x0, y0, x1, y1)}}."""
+    path = Path(root) / "boxes.csv"
+    if not path.exists():
+        raise FileNotFoundError(f"{path} not found: boxes exist only for sets made by make_toy_pets().")
+    boxes: dict[str, dict[str, tuple[float, float, float, float]]] = {}
+    with open(path, newline="") as handle:
+        for row in csv.DictReader(handle):
+            boxes.setdefault(row["path"], {})[row["part"]] = tuple(float(row[k]) for k in ("x0", "y0", "x1", "y1"))
+    return boxes
+
+
+def _check_image_folders(root: Path) -> list[str]:
+    """Validate root/{train,validation}/<class>/ images; return the class names."""
+    if not root.is_dir():
+        raise FileNotFoundError(f"Image folder {root} does not exist. Expected {root}/train/<class>/*.jpg "
+                                f"and {root}/validation/<class>/*.jpg (see data_README.md).")
+    classes = None
+    for split in ("train", "validation"):
+        split_dir = root / split
+        found = sorted(p.name for p in split_dir.iterdir() if p.is_dir()) if split_dir.is_dir() else []
+        if len(found) < 2:
+            raise ValueError(f"{split_dir} must hold one sub-folder per class (at least two, e.g. cats/ "
+                             f"and dogs/); found {found or 'nothing'}.")
+        for name in found:
+            if not any(p.suffix.lower() in IMAGE_SUFFIXES for p in (split_dir / name).iterdir()):
+                raise ValueError(f"Class folder {split_dir / name} holds no images "
+                                 f"(expected files ending in {', '.join(IMAGE_SUFFIXES)}).")
+        if classes is not None and found != classes:
+            raise ValueError(f"{root}/train has classes {classes} but {root}/validation has {found}.")
+        classes = found
+    return classes
+
+
+def load_image_folders(root, image_size=(160, 160), batch_size: int = 20, seed: int = 0):
+    """Return (train_ds, val_ds, class_names) for root/{train,validation}/<class>/ images.
+
+    Batches are (images, labels): images float32 (B, H, W, 3) in [0, 255]; labels float32 (B, 1)
+    in {0, 1} for two classes (class_names[1] is the positive class), int32 (B,) for more.
+    Decoded images are cached in memory as uint8 (a file cache silently reuses stale data) and
+    the training set is reshuffled every epoch.
+    """
+    import tensorflow as tf  # noqa: PLC0415
+    import keras  # noqa: PLC0415
+
+    root = Path(root)
+    classes = _check_image_folders(root)
+    label_mode = "binary" if len(classes) == 2 else "int"
+
+    def pipeline(split: str, shuffle: bool):
+        ds = keras.utils.image_dataset_from_directory(
+            root / split, labels="inferred", label_mode=label_mode, class_names=classes,
+            image_size=tuple(image_size), batch_size=None, shuffle=shuffle, seed=seed, verbose=False)
+        ds = ds.map(lambda x, y: (tf.cast(tf.round(x), tf.uint8), y)).cache()
+        if shuffle:
+            ds = ds.shuffle(4096, seed=seed, reshuffle_each_iteration=True)
+        ds = ds.batch(batch_size).map(lambda x, y: (tf.cast(x, tf.float32), y))
+        return ds.prefetch(tf.data.AUTOTUNE)
+
+    return pipeline("train", True), pipeline("validation", False), classes
+
+
+def load_image(path_or_array, size=None) -> np.ndarray:
+    """Load one image as float32 RGB (H, W, 3) in [0, 255], resized to `size` if given.
+
+    Accepts a file path, a PIL image or a numpy array (H, W), (H, W, 1), (H, W, 3) or (H, W, 4);
+    uint8 arrays are taken as 0-255, float arrays with max <= 1 as 0-1. Grayscale, RGBA and
+    palette images become RGB (alpha is dropped). `size` is an int or (height, width).
+    """
+    if isinstance(path_or_array, (str, Path)):
+        path = Path(path_or_array)
+        if not path.is_file():
+            raise FileNotFoundError(f"Image file {path} does not exist.")
+        try:
+            with Image.open(path) as im:
+                im.load()
+                array = np.asarray(im.convert("RGB"), dtype=np.float32)
+        except Exception as exc:
+            raise ValueError(f"{path} is not a readable image ({type(exc).__name__}); "
+                             "expected a JPEG, PNG, BMP or GIF file.") from None
+    elif isinstance(path_or_array, Image.Image):
+        array = np.asarray(path_or_array.convert("RGB"), dtype=np.float32)
+    else:
+        array = np.asarray(path_or_array)
+        if array.ndim == 2:
+            array = array[..., None]
+        if array.ndim != 3 or array.shape[-1] not in (1, 3, 4) or 0 in array.shape:
+            raise ValueError(f"Expected an image array of shape (H, W), (H, W, 1), (H, W, 3) or (H, W, 4); "
+                             f"got shape {np.asarray(path_or_array).shape}.")
+        if not np.isfinite(array).all():
+            raise ValueError("Image array contains NaN or infinite values.")
+        scale = 255.0 if array.dtype.kind == "f" and float(array.max()) <= 1.0 else 1.0
+        array = array.astype(np.float32) * scale
+        array = np.repeat(array, 3, axis=-1) if array.shape[-1] == 1 else array[..., :3]
+    if size is not None:
+        height, width = (size, size) if isinstance(size, int) else size
+        resized = Image.fromarray(np.clip(array, 0, 255).astype(np.uint8)).resize((width, height), Image.BILINEAR)
+        array = np.asarray(resized, dtype=np.float32)
+    return np.ascontiguousarray(array, dtype=np.float32)
+
+
+def sample_photos() -> list[dict]:
+    """Real photos shipped by installed packages: [{"name", "path", "source", "label"}].
+
+    `label` is "cats" for a cat photo and None for photos that are neither cat nor dog.
+    """
+    import skimage.data  # noqa: PLC0415
+
+    skimage_dir = Path(skimage.data.__file__).parent
+    mpl_dir = Path(matplotlib.get_data_path()) / "sample_data"
+    photos = [
+        {"name": "chelsea", "path": skimage_dir / "chelsea.png",
+         "source": "scikit-image skimage.data.chelsea() (Chelsea the cat, public domain)", "label": "cats"},
+        {"name": "grace_hopper", "path": mpl_dir / "grace_hopper.jpg",
+         "source": "matplotlib sample_data/grace_hopper.jpg (portrait of Grace Hopper)", "label": None},
+        {"name": "astronaut", "path": skimage_dir / "astronaut.png",
+         "source": "scikit-image skimage.data.astronaut() (Eileen Collins, NASA, public domain)", "label": None},
+        {"name": "coffee", "path": skimage_dir / "coffee.png",
+         "source": "scikit-image skimage.data.coffee() (cup of coffee, CC0)", "label": None},
+    ]
+    return [p for p in photos if p["path"].is_file()]
+
+
+def fetch_kaggle_dogs_vs_cats(dest) -> Path:
+    """Download Kaggle's dogs-vs-cats competition zip into `dest`; return the zip's path.
+
+    Credentials come from Colab secrets (KAGGLE_USERNAME, KAGGLE_KEY), the environment or
+    ~/.kaggle/kaggle.json; they are passed to the Kaggle CLI only, never printed or written.
+    Raises RuntimeError with one line (what failed, and that toy pets are the fallback) when
+    the CLI, the credentials or the network is missing.
+    """
+    dest = Path(dest)
+    target = dest / "dogs-vs-cats.zip"
+    if target.exists() and zipfile.is_zipfile(target):
+        return target
+    env = dict(os.environ)
+    if in_colab():
+        from google.colab import userdata  # noqa: PLC0415
+
+        for key in ("KAGGLE_USERNAME", "KAGGLE_KEY"):
+            try:
+                env[key] = userdata.get(key)
+            except Exception:  # secret missing or not shared with this notebook
+                pass
+    has_credentials = ("KAGGLE_USERNAME" in env and "KAGGLE_KEY" in env) or (Path.home() / ".kaggle/kaggle.json").exists()
+    fallback = "the notebooks fall back to the offline toy-pets set (see data_README.md)."
+    if shutil.which("kaggle") is None:
+        raise RuntimeError(f"Kaggle download skipped: the Kaggle CLI is not installed (pip install kaggle); {fallback}")
+    if not has_credentials:
+        raise RuntimeError("Kaggle download skipped: no credentials (add KAGGLE_USERNAME and KAGGLE_KEY as Colab "
+                           f"secrets or create ~/.kaggle/kaggle.json); {fallback}")
+    dest.mkdir(parents=True, exist_ok=True)
+    try:
+        result = subprocess.run(["kaggle", "competitions", "download", "-c", "dogs-vs-cats", "-p", str(dest)],
+                                env=env, capture_output=True, text=True, timeout=3600)
+    except subprocess.TimeoutExpired:
+        raise RuntimeError(f"Kaggle download timed out after an hour; {fallback}") from None
+    if result.returncode != 0 or not zipfile.is_zipfile(target):
+        message = ((result.stderr or result.stdout).strip().splitlines() or ["no message"])[-1][:200]
+        for secret in filter(None, (env.get("KAGGLE_KEY"), env.get("KAGGLE_USERNAME"))):
+            message = message.replace(secret, "***")
+        raise RuntimeError(f"Kaggle download failed ({message}); {fallback}")
+    return target
+
+
+def plot_samples(root, n: int = 8, split: str = "train", seed: int = 0):
+    """Show n images of root/<split>/ alternating between classes, part boxes drawn when
+    root/boxes.csv exists (toy pets); return the figure."""
+    root = Path(root)
+    classes = _check_image_folders(root)
+    rng = random.Random(seed)
+    files = {c: sorted(p for p in (root / split / c).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES) for c in classes}
+    chosen = [(c, rng.choice(files[c])) for i in range(n) for c in [classes[i % len(classes)]]]
+    boxes = load_boxes(root) if (root / "boxes.csv").exists() else {}
+    per_row = min(n, 8)
+    rows = int(np.ceil(n / per_row))
+    fig, axes = plt.subplots(rows, per_row, figsize=(1.8 * per_row, 2.0 * rows), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, (label, path) in zip(axes.flat, chosen):
+        ax.imshow(load_image(path).astype(np.uint8))
+        ax.set_title(label, fontsize=9)
+        for part, (x0, y0, x1, y1) in boxes.get(path.relative_to(root).as_posix(), {}).items():
+            ax.add_patch(plt.Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, lw=1,
+                                       color="white" if part == "face" else "yellow"))
+    fig.tight_layout()
+    return fig
+
+
+def find_dataset(paths=None, image_size: int = 160) -> tuple[Path, str]:
+    """Return (root, description) of the data the notebooks train on.
+
+    Real dogs-vs-cats when data/dogs-vs-cats holds train/ and validation/ (see data_README.md),
+    otherwise a toy-pets set generated on the spot (small in quick mode).
+    """
+    paths = paths or project_paths()
+    real = paths.data / "dogs-vs-cats"
+    if (real / "train").is_dir() and (real / "validation").is_dir():
+        return real, f"real dogs-vs-cats images from {real}"
+    n_train, n_val = (150, 50) if quick_mode() else (600, 150)
+    root = make_toy_pets(paths.data / f"toy_pets_{n_train}_{n_val}_{image_size}px",
+                         n_train=n_train, n_val=n_val, size=image_size)
+    return root, (f"toy pets ({n_train} train + {n_val} validation images per class, generated offline; "
+                  f"put the real data in {real} to use it)")
+
+
+# ---------------------------------------------------------------------------
+# 3. Model and training
+# ---------------------------------------------------------------------------
+
+def training_strategy(devices=None):
+    """A tf.distribute strategy: MirroredStrategy over `devices` (default: the visible GPUs)
+    when there are two or more, otherwise the default single-device strategy."""
+    import tensorflow as tf  # noqa: PLC0415
+
+    if devices is None:
+        devices = [d.name.replace("physical_device:", "") for d in tf.config.list_physical_devices("GPU")]
+    if len(devices) > 1:
+        return tf.distribute.MirroredStrategy(devices=list(devices))
+    return tf.distribute.get_strategy()
+
+
+def build_mini_vgg(variant: str = "seed000", input_size: int | None = None, strategy=None,
+                   mixed_precision: bool = False, seed: int | None = 0):
+    """Build the seeds' small dogs-vs-cats CNN as a functional model with one sigmoid output.
+
+    variant="seed000": the mini-VGG of seed 000 at 160x160 -- blocks of two 3x3 convolutions
+    (16, 32, 64 filters) and a max-pool, a final 128-filter convolution and pool, then
+    flatten, Dense 512 ReLU, Dropout 0.5, Dense 1 sigmoid; layer names follow the seed
+    (block0_conv1, block0_conv2, block0_pool1, ..., block3_pool). First two convolutions:
+    448 and 2320 parameters.
+    variant="seed003": seed 003's four-convolution net at 150x150 (3,453,121 parameters).
+    Input: raw RGB float32 (N, H, W, 3) in [0, 255]; a Rescaling(1/255) layer comes first.
+    The model is created under `strategy` (default: training_strategy()). mixed_precision=True
+    computes in float16 on a GPU (the output stays float32); without a GPU it is ignored with a
+    warning. `seed` seeds Python, NumPy and TensorFlow (weights, dropout) for repeatable runs;
+    None leaves the random state alone.
+    """
+    import tensorflow as tf  # noqa: PLC0415
+    import keras  # noqa: PLC0415
+    from keras import layers  # noqa: PLC0415
+
+    if seed is not None:
+        keras.utils.set_random_seed(seed)
+    if variant not in ("seed000", "seed003"):
+        raise ValueError(f"variant must be 'seed000' (mini-VGG, 160 px) or 'seed003' (4 convs, 150 px); got {variant!r}.")
+    size = input_size or (160 if variant == "seed000" else 150)
+    dtype = None
+    if mixed_precision:
+        if tf.config.list_physical_devices("GPU"):
+            dtype = "mixed_float16"
+        else:
+            print("mixed_precision=True ignored: no GPU visible (float16 is slower on the CPU).")
+    strategy = strategy or training_strategy()
+
+    def conv(filters, name, padding):
+        return layers.Conv2D(filters, 3, activation="relu", padding=padding, name=name, dtype=dtype)
+
+    with strategy.scope():
+        inputs = keras.Input((size, size, 3), name="image")
+        x = layers.Rescaling(1.0 / 255, name="rescale", dtype=dtype)(inputs)
+        if variant == "seed000":
+            for block, filters in enumerate((16, 32, 64)):
+                x = conv(filters, f"block{block}_conv1", "same")(x)
+                x = conv(filters, f"block{block}_conv2", "same")(x)
+                x = layers.MaxPooling2D(name=f"block{block}_pool1", dtype=dtype)(x)
+            x = conv(128, "block3_conv1", "same")(x)
+            x = layers.MaxPooling2D(name="block3_pool", dtype=dtype)(x)
+            x = layers.Flatten(name="flatten")(x)
+            x = layers.Dense(512, activation="relu", name="dense", dtype=dtype)(x)
+            x = layers.Dropout(0.5, name="dropout")(x)
+        else:
+            for i, filters in enumerate((32, 64, 128, 128), start=1):
+                x = conv(filters, f"conv2d_{i}", "valid")(x)
+                x = layers.MaxPooling2D(name=f"max_pooling2d_{i}", dtype=dtype)(x)
+            x = layers.Flatten(name="flatten")(x)
+            x = layers.Dense(512, activation="relu", name="dense", dtype=dtype)(x)
+        outputs = layers.Dense(1, activation="sigmoid", name="prediction", dtype="float32")(x)
+        return keras.Model(inputs, outputs, name=f"mini_vgg_{variant}")
+
+
+def augmentation_layers(seed: int = 0):
+    """A small Keras augmentation pipeline (flip, rotation, zoom) for train(augment=...)."""
+    import keras  # noqa: PLC0415
+    from keras import layers  # noqa: PLC0415
+
+    return keras.Sequential([layers.RandomFlip("horizontal", seed=seed),
+                             layers.RandomRotation(0.05, seed=seed),
+                             layers.RandomZoom(0.1, seed=seed)], name="augment")
+
+
+def _history_from_state(state: dict):
+    import keras  # noqa: PLC0415
+
+    history = keras.callbacks.History()
+    history.history = {k: list(v) for k, v in state["history"].items()}
+    history.epoch = list(range(state["epochs_done"]))
+    return history
+
+
+def train(model, train_ds, val_ds, epochs: int, checkpoint=None, resume: bool = True,
+          learning_rate: float = 1e-4, optimizer=None, loss: str = "binary_crossentropy",
+          augment=None, verbose: int = 2):
+    """Compile and fit `model`; return the Keras History of all epochs run so far.
+
+    Defaults follow seed 003: RMSprop(1e-4) and binary cross-entropy, accuracy as metric.
+    `augment` is a Keras layer/model applied to training batches only (see augmentation_layers).
+    With `checkpoint` (a path ending in .keras) the best model by validation accuracy is saved
+    there and a small JSON state beside it records epochs done and the history; with
+    resume=True a later call loads that checkpoint and continues from the next epoch (or, when
+    all `epochs` are done, returns the stored history without training).
+    """
+    import keras  # noqa: PLC0415
+    import tensorflow as tf  # noqa: PLC0415
+
+    if epochs < 1:
+        raise ValueError(f"epochs must be at least 1, got {epochs}.")
+    state = {"epochs_done": 0, "history": {}}
+    if checkpoint is not None:
+        checkpoint = Path(checkpoint)
+        if checkpoint.suffix != ".keras":
+            raise ValueError(f"checkpoint must be a .keras file path, got {checkpoint}.")
+        checkpoint.parent.mkdir(parents=True, exist_ok=True)
+        state_path = checkpoint.with_suffix(".json")
+        if resume and checkpoint.exists() and state_path.exists():
+            state = json.loads(state_path.read_text())
+            model.set_weights(keras.models.load_model(checkpoint).get_weights())
+            if state["epochs_done"] >= epochs:
+                return _history_from_state(state)
+    if augment is not None:
+        train_ds = train_ds.map(lambda x, y: (augment(x, training=True), y), num_parallel_calls=tf.data.AUTOTUNE)
+    with model.distribute_strategy.scope():
+        model.compile(optimizer=optimizer or keras.optimizers.RMSprop(learning_rate), loss=loss,
+                      metrics=["accuracy"])
+    callbacks = []
+    if checkpoint is not None:
+        best = max(state["history"].get("val_accuracy", [float("-inf")]))
+        saver = keras.callbacks.ModelCheckpoint(checkpoint, monitor="val_accuracy", save_best_only=True,
+                                                initial_value_threshold=best if best > float("-inf") else None)
+
+        def record(epoch, logs):
+            for key, value in logs.items():
+                state["history"].setdefault(key, []).append(float(value))
+            state["epochs_done"] = epoch + 1
+            state_path.write_text(json.dumps(state))
+
+        callbacks = [saver, keras.callbacks.LambdaCallback(on_epoch_end=record)]
+    start = state["epochs_done"]
+    fitted = model.fit(train_ds, validation_data=val_ds, epochs=epochs, initial_epoch=start,
+                       callbacks=callbacks, verbose=verbose, shuffle=False)  # the dataset reshuffles itself
+    if checkpoint is None:
+        return fitted
+    return _history_from_state(state)
+
+
+def checkpoint_path(name: str = "mini_vgg", paths=None) -> Path:
+    """The .keras checkpoint path for `name` in the models folder; quick mode gets its own file
+    (name_quick.keras) so a CI-sized run never resumes from, or overwrites, a full one."""
+    paths = paths or project_paths()
+    return paths.models / f"{name}{'_quick' if quick_mode() else ''}.keras"
+
+
+def quick_or_full(quick, full):
+    """`quick` in quick mode (CNNVIS_QUICK=1), else `full`: one place for CI-sized settings."""
+    return quick if quick_mode() else full
+
+
+def trained_mini_vgg(paths=None, epochs: int | None = None):
+    """Return (model, class_names, dataset_root): notebook 01's best mini-VGG checkpoint, or --
+    when there is none -- a mini-VGG trained now on the same data (12 epochs, 10 in quick mode)."""
+    import keras  # noqa: PLC0415
+
+    paths = paths or project_paths()
+    root, _ = find_dataset(paths)
+    checkpoint = checkpoint_path("mini_vgg", paths)
+    train_ds, val_ds, classes = load_image_folders(root)
+    if not checkpoint.exists():
+        train(build_mini_vgg(), train_ds, val_ds, epochs=epochs or quick_or_full(10, 12),
+              checkpoint=checkpoint, verbose=0)
+    return keras.models.load_model(checkpoint), classes, root
+
+
+def plot_history(history, title: str = "Training curves"):
+    """Plot accuracy and loss per epoch (training and validation); return the figure."""
+    values = history.history
+    epochs = np.arange(1, len(values["loss"]) + 1)
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.5))
+    for ax, metric in zip(axes, ("accuracy", "loss")):
+        ax.plot(epochs, values[metric], "o-", label="training")
+        if f"val_{metric}" in values:
+            ax.plot(epochs, values[f"val_{metric}"], "s-", label="validation")
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(metric)
+        ax.legend()
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def predict_dataset(model, dataset) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Run `model` over a labelled dataset; return (images uint8 (N, H, W, 3), labels int (N,),
+    probabilities float32 (N,) of the positive class)."""
+    images, labels, probs = [], [], []
+    for x, y in dataset:
+        images.append(np.asarray(x).astype(np.uint8))
+        labels.append(np.asarray(y).reshape(-1).astype(int))
+        probs.append(np.asarray(model(x, training=False), dtype=np.float32).reshape(-1))
+    return np.concatenate(images), np.concatenate(labels), np.concatenate(probs)
+
+
+def plot_predictions(images, probs, class_names, labels=None, titles=None, per_row: int = 6):
+    """Show images with the predicted class and its probability; wrong ones titled in red.
+
+    images: (N, H, W, 3) in [0, 255]; probs: (N,) probability of class_names[1]; labels: the
+    true class indices (N,) or None when unknown.
+    """
+    n = len(images)
+    if n == 0:
+        raise ValueError("plot_predictions got no images.")
+    rows = int(np.ceil(n / per_row))
+    fig, axes = plt.subplots(rows, per_row, figsize=(2.2 * per_row, 2.5 * rows), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for i, ax in enumerate(axes.flat[:n]):
+        predicted = int(probs[i] >= 0.5)
+        confidence = probs[i] if predicted else 1 - probs[i]
+        ax.imshow(np.clip(images[i], 0, 255).astype(np.uint8))
+        text = f"{class_names[predicted]} {confidence:.0%}"
+        if titles is not None:
+            text = f"{titles[i]}\n{text}"
+        wrong = labels is not None and labels[i] is not None and int(labels[i]) != predicted
+        ax.set_title(text, fontsize=9, color="red" if wrong else "black")
+    fig.tight_layout()
+    return fig

@@ -1,0 +1,164 @@
+import json
+import subprocess
+import sys
+import textwrap
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pytest
+
+import helpers
+
+
+def test_mini_vgg_matches_seed_000():
+    model = helpers.build_mini_vgg()
+    assert model.input_shape == (None, 160, 160, 3) and model.output_shape == (None, 1)
+    assert model.get_layer("block0_conv1").count_params() == 448
+    assert model.get_layer("block0_conv2").count_params() == 2320
+    names = [layer.name for layer in model.layers]
+    for seed_name in ("block0_conv2", "block0_pool1", "block1_conv1", "block2_conv1", "block2_conv2", "block3_pool"):
+        assert seed_name in names
+    assert model.get_layer("block2_conv2").output.shape[1:] == (40, 40, 64)  # seed 000: (40, 40) at block2
+    assert model.layers[-1].activation.__name__ == "sigmoid"
+
+
+def test_seed_003_variant_has_3453121_parameters():
+    model = helpers.build_mini_vgg("seed003")
+    assert model.count_params() == 3_453_121
+    assert model.input_shape == (None, 150, 150, 3)
+
+
+def test_build_rejects_unknown_variant():
+    with pytest.raises(ValueError, match="variant must be 'seed000'"):
+        helpers.build_mini_vgg("vgg19")
+
+
+def test_mixed_precision_without_gpu_is_ignored_with_a_message(capsys):
+    model = helpers.build_mini_vgg(input_size=32, mixed_precision=True)
+    assert "ignored: no GPU" in capsys.readouterr().out
+    assert model.get_layer("block0_conv1").compute_dtype == "float32"
+
+
+def test_training_strategy_single_device_is_default():
+    import tensorflow as tf
+
+    assert helpers.training_strategy().num_replicas_in_sync == 1
+    assert helpers.training_strategy(["/cpu:0"]) is tf.distribute.get_strategy()
+
+
+def test_mirrored_strategy_on_two_logical_cpus(tmp_path, toy_root):
+    script = textwrap.dedent(f"""
+        import sys; sys.path.insert(0, {str(helpers.REPO_ROOT)!r})
+        import tensorflow as tf
+        cpu = tf.config.list_physical_devices("CPU")[0]
+        tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+        import helpers
+        strategy = helpers.training_strategy(["/cpu:0", "/cpu:1"])
+        model = helpers.build_mini_vgg(input_size=64, strategy=strategy)
+        train_ds, val_ds, _ = helpers.load_image_folders({str(toy_root)!r}, (64, 64), batch_size=4)
+        history = helpers.train(model, train_ds, val_ds, epochs=1, verbose=0)
+        print("REPLICAS", strategy.num_replicas_in_sync, type(strategy).__name__, len(history.history["loss"]))
+    """)
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert "REPLICAS 2 MirroredStrategy 1" in result.stdout, result.stderr[-2000:]
+
+
+@pytest.fixture(scope="module")
+def tiny_data(toy_root):
+    return helpers.load_image_folders(toy_root, (64, 64), batch_size=8)
+
+
+def test_train_checkpoints_and_resumes(tmp_path, tiny_data):
+    train_ds, val_ds, _ = tiny_data
+    checkpoint = tmp_path / "models" / "tiny.keras"
+    model = helpers.build_mini_vgg(input_size=64)
+    history = helpers.train(model, train_ds, val_ds, epochs=2, checkpoint=checkpoint, verbose=0)
+    assert checkpoint.exists() and len(history.history["loss"]) == 2
+    state = json.loads(checkpoint.with_suffix(".json").read_text())
+    assert state["epochs_done"] == 2
+
+    resumed = helpers.build_mini_vgg(input_size=64)
+    history = helpers.train(resumed, train_ds, val_ds, epochs=3, checkpoint=checkpoint, verbose=0)
+    assert len(history.history["loss"]) == 3 and history.epoch == [0, 1, 2]
+    assert history.history["loss"][:2] == state["history"]["loss"]
+
+    done = helpers.build_mini_vgg(input_size=64)
+    before = [w.copy() for w in done.get_weights()]
+    history = helpers.train(done, train_ds, val_ds, epochs=3, checkpoint=checkpoint, verbose=0)
+    assert len(history.history["loss"]) == 3
+    assert any(not np.array_equal(a, b) for a, b in zip(before, done.get_weights()))  # weights loaded
+
+
+def test_train_with_augmentation_reduces_loss(tiny_data):
+    train_ds, val_ds, _ = tiny_data
+    model = helpers.build_mini_vgg(input_size=64)
+    history = helpers.train(model, train_ds, val_ds, epochs=4, learning_rate=1e-3,
+                            augment=helpers.augmentation_layers(), verbose=0)
+    assert len(history.history["val_accuracy"]) == 4
+    assert np.isfinite(history.history["loss"]).all()
+
+
+def test_train_bad_arguments(tmp_path, tiny_data):
+    train_ds, val_ds, _ = tiny_data
+    model = helpers.build_mini_vgg(input_size=64)
+    with pytest.raises(ValueError, match="epochs must be at least 1"):
+        helpers.train(model, train_ds, val_ds, epochs=0)
+    with pytest.raises(ValueError, match=r"\.keras file path"):
+        helpers.train(model, train_ds, val_ds, epochs=1, checkpoint=tmp_path / "model.h5")
+
+
+def test_augmentation_changes_images_only_in_training():
+    augment = helpers.augmentation_layers(seed=1)
+    images = np.random.default_rng(0).uniform(0, 255, (2, 32, 32, 3)).astype("float32")
+    assert np.allclose(augment(images, training=False), images)
+    assert not np.allclose(augment(images, training=True), images)
+
+
+def test_predict_dataset_and_plots(tiny_data):
+    _, val_ds, classes = tiny_data
+    model = helpers.build_mini_vgg(input_size=64)
+    images, labels, probs = helpers.predict_dataset(model, val_ds)
+    assert images.shape == (8, 64, 64, 3) and images.dtype == np.uint8
+    assert sorted(labels.tolist()) == [0] * 4 + [1] * 4
+    assert probs.shape == (8,) and ((probs >= 0) & (probs <= 1)).all()
+    fig = helpers.plot_predictions(images, np.array([0.9] * 8), classes, labels=labels)
+    titles = [ax.get_title() for ax in fig.axes if ax.get_title()]
+    colours = [ax.title.get_color() for ax in fig.axes if ax.get_title()]
+    assert titles[0] == "dogs 90%" and colours.count("red") == 4
+    plt.close(fig)
+    with pytest.raises(ValueError, match="no images"):
+        helpers.plot_predictions(images[:0], probs[:0], classes)
+
+
+def test_plot_history_draws_both_curves():
+    import keras
+
+    history = keras.callbacks.History()
+    history.history = {"loss": [0.7, 0.5], "val_loss": [0.7, 0.6], "accuracy": [0.5, 0.8], "val_accuracy": [0.5, 0.7]}
+    fig = helpers.plot_history(history)
+    assert [len(ax.lines) for ax in fig.axes] == [2, 2]
+    plt.close(fig)
+
+
+def test_checkpoint_path_separates_quick_mode(monkeypatch):
+    assert helpers.checkpoint_path("m").name == "m.keras"
+    monkeypatch.setenv("CNNVIS_QUICK", "1")
+    assert helpers.checkpoint_path("m").name == "m_quick.keras"
+    assert helpers.checkpoint_path("m").parent == helpers.project_paths().models
+
+
+def test_quick_or_full(monkeypatch):
+    assert helpers.quick_or_full(1, 2) == 2
+    monkeypatch.setenv("CNNVIS_QUICK", "1")
+    assert helpers.quick_or_full(1, 2) == 1
+
+
+def test_trained_mini_vgg_trains_once_then_loads(monkeypatch):
+    monkeypatch.setenv("CNNVIS_QUICK", "1")
+    model, classes, root = helpers.trained_mini_vgg(epochs=1)
+    assert classes == ["cats", "dogs"] and model.output_shape == (None, 1)
+    checkpoint = helpers.checkpoint_path("mini_vgg")
+    stamp = checkpoint.stat().st_mtime_ns
+    again, _, _ = helpers.trained_mini_vgg(epochs=1)
+    assert checkpoint.stat().st_mtime_ns == stamp  # loaded, not retrained
+    assert all(np.array_equal(a, b) for a, b in zip(model.get_weights(), again.get_weights()))

@@ -1,0 +1,63 @@
+import matplotlib.pyplot as plt
+import pytest
+
+import helpers
+
+
+def test_project_paths_follow_env_var(project_home):
+    paths = helpers.project_paths()
+    assert paths.root == project_home.resolve()
+    assert paths.data == paths.root / "data" and paths.data.is_dir()
+    assert paths.models == paths.root / "outputs" / "models" and paths.models.is_dir()
+    assert paths.figures == paths.root / "outputs" / "figures" and paths.figures.is_dir()
+
+
+def test_project_paths_default_to_repo(monkeypatch):
+    monkeypatch.delenv("CNNVIS_HOME")
+    paths = helpers.project_paths(create=False)
+    assert paths.root == helpers.REPO_ROOT
+    assert paths.figures == helpers.REPO_ROOT / "outputs" / "figures"
+
+
+def test_project_paths_on_colab_use_drive(monkeypatch):
+    monkeypatch.delenv("CNNVIS_HOME")
+    monkeypatch.setenv("COLAB_RELEASE_TAG", "test")
+    paths = helpers.project_paths(create=False)
+    assert paths.root.as_posix() == "/content/gdrive/MyDrive/cnn-vis"
+    assert paths.models.as_posix() == "/content/gdrive/MyDrive/cnn-vis/models"
+    assert paths.figures.as_posix() == "/content/gdrive/MyDrive/cnn-vis/figures"
+
+
+@pytest.mark.parametrize("value, expected", [("1", True), ("true", True), ("0", False), ("", False)])
+def test_quick_mode(monkeypatch, value, expected):
+    monkeypatch.setenv("CNNVIS_QUICK", value)
+    assert helpers.quick_mode() is expected
+
+
+def test_mount_drive_outside_colab_is_a_clear_error():
+    with pytest.raises(RuntimeError, match="only inside Google Colab"):
+        helpers.mount_drive()
+
+
+def test_gpu_report_is_one_line():
+    report = helpers.gpu_report()
+    assert "\n" not in report and ("GPU" in report)
+
+
+def test_save_figure_writes_png_at_300_dpi(project_home):
+    from PIL import Image
+
+    fig, ax = plt.subplots(figsize=(1, 1))
+    ax.plot([0, 1])
+    path = helpers.save_figure(fig, "unit_test")
+    plt.close(fig)
+    assert path == helpers.project_paths().figures / "unit_test.png"
+    with Image.open(path) as im:
+        assert round(im.info["dpi"][0]) == 300
+
+
+def test_save_figure_rejects_paths():
+    fig = plt.figure()
+    with pytest.raises(ValueError, match="plain file stem"):
+        helpers.save_figure(fig, "../escape")
+    plt.close(fig)
