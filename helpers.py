@@ -5,6 +5,8 @@ One module, sectioned in the order the notebooks teach:
 1. paths and Colab      -- where data, models and figures live; quick mode; save_figure
 2. data                 -- dogs-vs-cats preparation, offline toy pets, tf.data pipelines, photos
 3. model and training   -- the seeds' mini-VGG, training with checkpoints, predictions
+4. activations, tiling  -- activation models for any Keras 3 model, the seeds' two tilings, sparsity
+7. widgets              -- ipywidgets explorers (sections 5 and 6 come with notebooks 03 and 04)
 
 Images handed to models are raw RGB pixels, float32 in [0, 255], shape (H, W, 3) or
 (N, H, W, 3): pixel scaling lives inside each model (a Rescaling layer or the
@@ -34,8 +36,17 @@ from PIL import Image, ImageDraw, ImageFilter
 # TensorFlow is imported lazily by the functions that need it, so that `import helpers`
 # (and the unit tests of pure-numpy code) stay fast and quiet.
 
-# Inline figures at screen resolution keep notebooks small; save_figure writes files at 300 dpi.
+# Inline figures at screen resolution, as JPEG (noisy activation grids compress ~5x better than
+# PNG), keep notebooks small; save_figure writes PNG files at 300 dpi.
 plt.rcParams["figure.dpi"] = 72
+try:
+    from IPython import get_ipython
+    from matplotlib_inline.backend_inline import set_matplotlib_formats
+
+    if get_ipython() is not None:
+        set_matplotlib_formats("jpeg", pil_kwargs={"quality": 75})
+except ImportError:  # plain Python without IPython: nothing is shown inline anyway
+    pass
 
 REPO_ROOT = Path(__file__).resolve().parent
 QUICK_ENV = "CNNVIS_QUICK"
@@ -849,3 +860,452 @@ def plot_predictions(images, probs, class_names, labels=None, titles=None, per_r
         ax.set_title(text, fontsize=9, color="red" if wrong else "black")
     fig.tight_layout()
     return fig
+
+
+# ---------------------------------------------------------------------------
+# 4. Activations and tiling
+# ---------------------------------------------------------------------------
+
+APPLICATIONS = {  # name -> (keras.applications constructor name, preprocessing mode, default input size)
+    "resnet50": ("ResNet50", "caffe", 224),
+    "densenet169": ("DenseNet169", "torch", 224),
+}
+
+
+def _preprocess_layer_class():
+    """The ImageNet preprocessing layer class, registered for .keras saving (created lazily: Keras import)."""
+    import keras  # noqa: PLC0415
+
+    @keras.saving.register_keras_serializable(package="cnn_vis")
+    class ImagenetPreprocess(keras.layers.Layer):
+        """Raw RGB pixels (0-255) -> the input a keras.applications ImageNet model expects."""
+
+        def __init__(self, mode: str, **kwargs):
+            super().__init__(**kwargs)
+            self.mode = mode
+
+        def call(self, x):
+            return keras.applications.imagenet_utils.preprocess_input(x, mode=self.mode)
+
+        def get_config(self):
+            return {**super().get_config(), "mode": self.mode}
+
+    return ImagenetPreprocess
+
+
+def load_pretrained(name: str = "resnet50", include_top: bool = True, weights="imagenet", input_shape=None):
+    """A keras.applications model that takes raw RGB pixels (0-255): ImageNet preprocessing is its
+    first layer, so activations, patterns and Grad-CAM need no manual scaling.
+
+    name: "resnet50" or "densenet169". weights: "imagenet" (downloaded once to ~/.keras/models),
+    a path to a local or Drive .h5/.weights.h5 file, or None for random weights. When ImageNet
+    weights cannot be downloaded (offline), prints one banner line and returns the same
+    architecture with random weights; the model's `pretrained` attribute says which happened.
+    Layer names are Keras 3's (conv2_block1_1_conv), the same as without the preprocessing layer.
+    """
+    import keras  # noqa: PLC0415
+
+    if name not in APPLICATIONS:
+        raise ValueError(f"Unknown pretrained model {name!r}; choose one of {sorted(APPLICATIONS)}.")
+    constructor_name, mode, size = APPLICATIONS[name]
+    constructor = getattr(keras.applications, constructor_name)
+    shape = tuple(input_shape) if input_shape else ((size, size, 3) if include_top else (None, None, 3))
+    inputs = keras.Input(shape, name="image")
+    x = _preprocess_layer_class()(mode, name="imagenet_preprocess")(inputs)
+    local_file = None
+    if weights not in (None, "imagenet"):
+        local_file = Path(weights)
+        if not local_file.is_file():
+            raise FileNotFoundError(f"Weights file {local_file} not found; pass weights='imagenet', None, or an "
+                                    f"existing .h5 file (e.g. on Drive under {project_paths(create=False).models}).")
+    pretrained = weights is not None
+    try:
+        model = constructor(weights="imagenet" if weights == "imagenet" else None, include_top=include_top, input_tensor=x)
+    except Exception as exc:  # offline: urllib/HTTP errors surface with various types
+        if weights != "imagenet":
+            raise
+        print(f"OFFLINE: ImageNet weights for {constructor_name} could not be downloaded ({type(exc).__name__}); "
+              "using RANDOM weights -- the figures show the method, not what a trained network sees.")
+        model = constructor(weights=None, include_top=include_top, input_tensor=x)
+        pretrained = False
+    if local_file is not None:
+        model.load_weights(local_file, skip_mismatch=False)
+    model.pretrained = pretrained
+    return model
+
+
+_KERAS2_RESNET = {"branch2a": "1", "branch2b": "2", "branch2c": "3", "branch1": "0"}
+
+
+def keras3_resnet_name(old: str) -> str | None:
+    """Map a Keras 2 ResNet50 layer name to its Keras 3 name, or None if it is not one.
+
+    conv1 -> conv1_conv, bn_conv1 -> conv1_bn, res2a_branch2a -> conv2_block1_1_conv,
+    bn2a_branch2b -> conv2_block1_2_bn, res4e_branch2c -> conv4_block5_3_conv.
+    """
+    import re  # noqa: PLC0415
+
+    if old == "conv1":
+        return "conv1_conv"
+    if old == "bn_conv1":
+        return "conv1_bn"
+    match = re.fullmatch(r"(res|bn)([2-5])([a-f])_(branch2[abc]|branch1)", old)
+    if not match:
+        return None
+    kind, stage, block, branch = match.groups()
+    return f"conv{stage}_block{ord(block) - ord('a') + 1}_{_KERAS2_RESNET[branch]}_{'conv' if kind == 'res' else 'bn'}"
+
+
+def _all_layers(model, owner=None) -> list[tuple[object, object]]:
+    """(layer, the model it belongs to) for every layer, nested sub-models searched depth first."""
+    found = []
+    for layer in model.layers:
+        found.append((layer, owner or model))
+        if hasattr(layer, "layers") and layer.layers:
+            found += _all_layers(layer, layer)
+    return found
+
+
+def _spatial(layer) -> bool:
+    try:
+        shape = layer.output.shape
+    except (AttributeError, ValueError):
+        return False
+    return len(shape) == 4
+
+
+def layer_names(model, kind: str = "all") -> list[str]:
+    """Layer names in order, nested sub-models included (after the sub-model's own name).
+
+    kind: "all"; "conv" (Conv2D and its variants); "spatial" (a 4-D (N, H, W, C) output).
+    """
+    import keras  # noqa: PLC0415
+
+    if kind not in ("all", "conv", "spatial"):
+        raise ValueError(f"kind must be 'all', 'conv' or 'spatial', got {kind!r}.")
+    result = []
+    for layer, _ in _all_layers(model):
+        if isinstance(layer, keras.layers.InputLayer):
+            continue
+        if kind == "conv" and not isinstance(layer, keras.layers.Conv2D):
+            continue
+        if kind == "spatial" and (not _spatial(layer) or hasattr(layer, "layers")):
+            continue
+        result.append(layer.name)
+    return result
+
+
+def find_layer(model, name: str):
+    """Return (layer, owner model) for `name`, searching nested sub-models.
+
+    Unknown names raise ValueError listing the closest real names; Keras 2 ResNet50 names
+    (bn2a_branch2b, res2a_branch2a, ...) are explained with their Keras 3 equivalent.
+    """
+    import difflib  # noqa: PLC0415
+
+    pairs = _all_layers(model)
+    for layer, owner in pairs:
+        if layer.name == name:
+            return layer, owner
+    new = keras3_resnet_name(name)
+    if new is not None:
+        raise ValueError(f"{name!r} is a Keras 2 ResNet50 layer name. Keras 3 names ResNet layers "
+                         f"conv<stage>_block<n>_<i>_<conv|bn>: use {new!r}.")
+    names = [layer.name for layer, _ in pairs]
+    close = difflib.get_close_matches(name, names, n=5, cutoff=0.4)
+    hint = f"closest: {', '.join(close)}" if close else f"layers are: {', '.join(names[:12])}{' ...' if len(names) > 12 else ''}"
+    raise ValueError(f"No layer named {name!r} in model {model.name!r}; {hint}.")
+
+
+def _model_input(model):
+    """The model's symbolic input, or a clear error for an unbuilt Sequential."""
+    try:
+        inputs = model.inputs
+    except AttributeError:
+        inputs = None
+    if not inputs:
+        raise ValueError(f"Model {model.name!r} has not been built, so its input shape is unknown: call it on a "
+                         "batch of images, build(input_shape), or start it with keras.Input(shape).")
+    if len(inputs) != 1:
+        raise ValueError(f"Model {model.name!r} has {len(inputs)} inputs; only single-image-input models are supported.")
+    return inputs[0]
+
+
+def _multi_output(model, names: list[str]):
+    """A model from `model`'s input to [model's own output, *outputs of `names`] (names may be nested)."""
+    import keras  # noqa: PLC0415
+
+    inp = _model_input(model)
+    top = {layer.name for layer in model.layers}
+    if all(n in top for n in names):
+        return keras.Model(inp, [model.outputs[0]] + [model.get_layer(n).output for n in names])
+    # Some layers live inside a sub-model, whose tensors are not connected to this model's input:
+    # replay this model's layer chain on a fresh input, swapping each sub-model that holds wanted
+    # layers for a multi-output copy of itself.
+    fresh = keras.Input(inp.shape[1:], name="image")
+    x, found = fresh, {}
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.InputLayer):
+            continue
+        inner = [n for n in names if n not in top and hasattr(layer, "layers")
+                 and any(l.name == n for l, _ in _all_layers(layer))]
+        if inner:
+            outputs = _multi_output(layer, inner)(x)
+            x = outputs[0]
+            found.update(zip(inner, outputs[1:]))
+        else:
+            x = layer(x)
+        if layer.name in names:
+            found[layer.name] = x
+    return keras.Model(fresh, [x] + [found[n] for n in names])
+
+
+def activation_model(model, names):
+    """A Keras model from `model`'s input to the outputs of the layers `names` (one forward pass).
+
+    Works for functional models, Sequential models (with or without an Input, once built or
+    trained), models loaded from .keras, and layers inside nested sub-models (a pretrained base
+    inside a Sequential). When a nested layer forces a replay of a model that is not a simple
+    chain of layers, the replayed model is checked against the original and a clear error raised.
+    """
+    import keras  # noqa: PLC0415
+
+    names = [names] if isinstance(names, str) else list(names)
+    if not names:
+        raise ValueError("activation_model needs at least one layer name.")
+    for name in names:
+        find_layer(model, name)
+    multi = _multi_output(model, names)
+    if set(names) - {layer.name for layer in model.layers}:
+        probe = np.random.default_rng(0).uniform(0, 255, (1, *multi.input_shape[1:])).astype("float32")
+        if None not in multi.input_shape[1:] and not np.allclose(multi(probe)[0], model(probe, training=False),
+                                                                 rtol=1e-3, atol=1e-4):
+            raise ValueError(f"Model {model.name!r} is not a plain chain of layers around its sub-model, so nested "
+                             "layers cannot be reached; build the activation model from the sub-model itself.")
+    outputs = multi.outputs[1:]
+    return keras.Model(multi.inputs[0], outputs if len(outputs) > 1 else outputs[0], name="activations")
+
+
+def _as_batch(images) -> tuple[np.ndarray, bool]:
+    array = np.asarray(images, dtype=np.float32)
+    if array.ndim == 3:
+        return array[None], True
+    if array.ndim != 4 or array.shape[-1] != 3:
+        raise ValueError(f"Expected one image (H, W, 3) or a batch (N, H, W, 3) of raw RGB pixels; got shape {array.shape}.")
+    return array, False
+
+
+def get_activations(model, images, names) -> dict[str, np.ndarray]:
+    """{layer name: activations} for one image (H, W, 3) or a batch (N, H, W, 3) of raw pixels,
+    all layers in one forward pass. Arrays are float32 with the batch axis (N, ...) for a batch
+    and without it for a single image."""
+    names = [names] if isinstance(names, str) else list(names)
+    batch, single = _as_batch(images)
+    expected = _model_input(model).shape[1:]
+    if any(e is not None and e != a for e, a in zip(expected, batch.shape[1:])):
+        raise ValueError(f"Model {model.name!r} expects images of shape {tuple(expected)}, got {batch.shape[1:]}; "
+                         "resize with load_image(path, size=...).")
+    outputs = activation_model(model, names)(batch, training=False)
+    outputs = outputs if isinstance(outputs, (list, tuple)) else [outputs]
+    return {n: (np.asarray(o, dtype=np.float32)[0] if single else np.asarray(o, dtype=np.float32))
+            for n, o in zip(names, outputs)}
+
+
+def _feature_map(fmap) -> np.ndarray:
+    """Validate a feature map (H, W, C) or (1, H, W, C) and return it as float32 (H, W, C)."""
+    array = np.asarray(fmap)
+    if array.ndim == 4 and array.shape[0] == 1:
+        array = array[0]
+    if array.ndim != 3:
+        raise ValueError(f"Expected a spatial feature map (H, W, C) or (1, H, W, C); got shape {array.shape}. "
+                         "Dense and Flatten outputs have no spatial layout: pick a layer from "
+                         "layer_names(model, kind='spatial'); for a batch, pass one image's map.")
+    return array.astype(np.float32, copy=False)
+
+
+def normalise_channels(fmap) -> np.ndarray:
+    """The seeds' display normalisation, per channel: (x - mean) / std * 64 + 128, clipped, uint8.
+
+    fmap: (H, W, C) or (1, H, W, C); returns uint8 (H, W, C). A constant (dead) channel becomes
+    flat mid-grey 128 -- never NaN, never a warning.
+    """
+    x = _feature_map(fmap)
+    flat = x.reshape(-1, x.shape[-1])
+    mean, std = flat.mean(axis=0), flat.std(axis=0)
+    # one fused affine map per channel, x * gain + offset, instead of four full-size passes
+    gain = np.divide(np.float32(64), std, out=np.zeros_like(std), where=std > 1e-12)
+    out = x * gain
+    out += 128 - mean * gain
+    np.clip(out, 0, 255, out=out)
+    return out.astype(np.uint8)
+
+
+def tile_strip(fmap) -> np.ndarray:
+    """Seed 000's first method: all channels side by side, uint8 (H, W * C)."""
+    x = normalise_channels(fmap)
+    height, width, channels = x.shape
+    return x.transpose(0, 2, 1).reshape(height, channels * width)
+
+
+def tile_channels(fmap, per_row: int = 16, margin: int = 0) -> np.ndarray:
+    """The seeds' second method: channels in a grid `per_row` wide, uint8
+    (rows * H + (rows - 1) * margin, per_row * W + (per_row - 1) * margin), rows = ceil(C / per_row).
+
+    Any channel count: the last row is padded with black cells (the seeds' C // per_row dropped
+    the remainder). Margins are black.
+    """
+    if per_row < 1 or margin < 0:
+        raise ValueError(f"per_row must be >= 1 and margin >= 0, got per_row={per_row}, margin={margin}.")
+    x = normalise_channels(fmap)
+    height, width, channels = x.shape
+    per_row = min(per_row, channels)
+    rows = -(-channels // per_row)
+    cells = np.zeros((height + margin, width + margin, rows * per_row), np.uint8)
+    cells[:height, :width, :channels] = x
+    grid = cells.reshape(height + margin, width + margin, rows, per_row).transpose(2, 0, 3, 1)
+    grid = grid.reshape(rows * (height + margin), per_row * (width + margin))
+    return grid[: grid.shape[0] - margin, : grid.shape[1] - margin]
+
+
+def plot_layer_activations(fmap, layer_name: str, method: str = "grid", cmap: str = "viridis",
+                           per_row: int = 16, max_channels: int | None = 128, save_as: str | None = None):
+    """Figure of one layer's feature map, tiled by `method` ("grid" or "strip"), coloured with the
+    matplotlib colormap named `cmap` (the seeds used viridis and plasma). Only the first
+    `max_channels` channels are drawn (None: all; the title says how many). The figure size
+    follows the grid (about one inch per channel tile, at most 20 inches wide); with `save_as`
+    the figure is also written through save_figure. Returns the figure."""
+    if method not in ("grid", "strip"):
+        raise ValueError(f"method must be 'grid' or 'strip', got {method!r}.")
+    colormap = matplotlib.colormaps[cmap]
+    full = _feature_map(fmap)
+    x = full[..., :max_channels] if max_channels else full
+    image = tile_channels(x, per_row=per_row, margin=max(1, x.shape[0] // 16)) if method == "grid" else tile_strip(x)
+    tile = x.shape[0]
+    width = min(20.0, max(4.0, image.shape[1] / tile * (1.0 if method == "grid" else 0.6)))
+    height = max(1.5, width * image.shape[0] / image.shape[1]) + 0.5
+    fig, ax = plt.subplots(figsize=(width, height))
+    ax.imshow(image, cmap=colormap, aspect="auto" if method == "strip" else "equal", interpolation="nearest")
+    shown = f"first {x.shape[2]} of {full.shape[2]}" if x.shape[2] < full.shape[2] else str(full.shape[2])
+    ax.set_title(f"{layer_name}  {x.shape[0]}x{x.shape[1]}, {shown} channels")
+    ax.axis("off")
+    fig.tight_layout()
+    if save_as:
+        save_figure(fig, save_as)
+    return fig
+
+
+def plot_channel(fmap, channel: int, layer_name: str = "", cmap: str = "viridis"):
+    """One channel of a feature map, large (the seeds' matshow); returns the figure."""
+    x = _feature_map(fmap)
+    if not 0 <= channel < x.shape[-1]:
+        raise ValueError(f"channel {channel} is out of range: this map has channels 0..{x.shape[-1] - 1}.")
+    fig, ax = plt.subplots(figsize=(4, 4 * x.shape[0] / x.shape[1]))
+    ax.matshow(x[..., channel], cmap=matplotlib.colormaps[cmap])
+    ax.set_title(f"{layer_name} channel {channel}".strip())
+    ax.axis("off")
+    return fig
+
+
+def layer_statistics(model, images, names=None) -> list[dict]:
+    """Per layer: {"name", "depth" (position in `names`), "shape", "zero_fraction" (share of
+    activations exactly 0), "dead_channels" (channels that are 0 at every position of every
+    image), "channels"}. `names` defaults to every spatial layer; images are raw pixels."""
+    names = list(names) if names is not None else layer_names(model, kind="spatial")
+    batch, _ = _as_batch(images)
+    acts = get_activations(model, batch, names)
+    stats = []
+    for depth, name in enumerate(names):
+        a = acts[name]
+        if a.ndim != 4:
+            raise ValueError(f"Layer {name!r} has output shape {a.shape[1:]}, not a spatial (H, W, C) map.")
+        stats.append({"name": name, "depth": depth, "shape": a.shape[1:], "zero_fraction": float((a == 0).mean()),
+                      "dead_channels": int((np.abs(a).max(axis=(0, 1, 2)) == 0).sum()), "channels": a.shape[-1]})
+    return stats
+
+
+def plot_sparsity(stats_by_model: dict[str, list[dict]]):
+    """Zero fraction and share of dead channels against relative depth, one line per model."""
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.5))
+    for label, stats in stats_by_model.items():
+        depth = np.linspace(0, 1, len(stats))
+        axes[0].plot(depth, [s["zero_fraction"] for s in stats], "o-", ms=3, label=label)
+        axes[1].plot(depth, [s["dead_channels"] / s["channels"] for s in stats], "o-", ms=3, label=label)
+    for ax, title in zip(axes, ("fraction of zero activations", "fraction of dead channels")):
+        ax.set_xlabel("relative depth (first to last layer measured)")
+        ax.set_title(title)
+        ax.set_ylim(-0.02, 1.02)
+        ax.legend()
+    fig.tight_layout()
+    return fig
+
+
+# ---------------------------------------------------------------------------
+# 7. Widgets
+# ---------------------------------------------------------------------------
+
+def _figure_png(fig) -> bytes:
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=72, bbox_inches="tight")
+    plt.close(fig)
+    return buffer.getvalue()
+
+
+def activation_explorer(model, images: dict, names=None, cmap: str = "viridis"):
+    """An ipywidgets explorer: image, layer and channel controls; the layer's channel grid and the
+    chosen channel shown large. Returns the widget tree (an ipywidgets.VBox) with the controls as
+    attributes: image_dropdown, layer_dropdown, channel_slider, grid_image, channel_image, status.
+
+    images: {label: raw RGB array (H, W, 3)}, already at the model's input size. names: layers to
+    offer (default: every spatial layer). Activations are computed once per image (all layers in
+    one pass) and cached; sliders update on release (continuous_update=False); errors from a
+    callback are shown in `status`, not swallowed.
+    """
+    import ipywidgets as widgets  # noqa: PLC0415
+
+    names = list(names) if names is not None else layer_names(model, kind="spatial")
+    if not images:
+        raise ValueError("activation_explorer needs at least one image: {label: array (H, W, 3)}.")
+    cache: dict[str, dict[str, np.ndarray]] = {}
+
+    def activations_for(label):
+        if label not in cache:
+            cache[label] = get_activations(model, images[label], names)
+        return cache[label]
+
+    image_dropdown = widgets.Dropdown(options=list(images), description="image")
+    layer_dropdown = widgets.Dropdown(options=names, description="layer")
+    channel_slider = widgets.IntSlider(min=0, max=1, description="channel", continuous_update=False)
+    grid_image = widgets.Image(format="png")
+    channel_image = widgets.Image(format="png")
+    status = widgets.HTML()
+
+    def show_channel(*_):
+        try:
+            fmap = activations_for(image_dropdown.value)[layer_dropdown.value]
+            channel_image.value = _figure_png(plot_channel(fmap, channel_slider.value, layer_dropdown.value, cmap))
+            status.value = ""
+        except Exception as exc:  # shown to the user in the widget, never swallowed
+            status.value = f"<b style='color:red'>{type(exc).__name__}: {exc}</b>"
+
+    def show_layer(*_):
+        try:
+            fmap = activations_for(image_dropdown.value)[layer_dropdown.value]
+            channels = fmap.shape[-1]
+            channel_slider.unobserve(show_channel, "value")
+            channel_slider.max = channels - 1
+            channel_slider.value = min(channel_slider.value, channels - 1)
+            channel_slider.observe(show_channel, "value")
+            grid_image.value = _figure_png(plot_layer_activations(fmap, layer_dropdown.value, cmap=cmap))
+            show_channel()
+        except Exception as exc:
+            status.value = f"<b style='color:red'>{type(exc).__name__}: {exc}</b>"
+
+    image_dropdown.observe(show_layer, "value")
+    layer_dropdown.observe(show_layer, "value")
+    channel_slider.observe(show_channel, "value")
+    show_layer()
+    tree = widgets.VBox([widgets.HBox([image_dropdown, layer_dropdown, channel_slider]), status,
+                         widgets.HBox([grid_image, channel_image])])
+    tree.image_dropdown, tree.layer_dropdown, tree.channel_slider = image_dropdown, layer_dropdown, channel_slider
+    tree.grid_image, tree.channel_image, tree.status = grid_image, channel_image, status
+    return tree
