@@ -926,6 +926,7 @@ def load_pretrained(name: str = "resnet50", include_top: bool = True, weights="i
             raise
         print(f"OFFLINE: ImageNet weights for {constructor_name} could not be downloaded ({type(exc).__name__}); "
               "using RANDOM weights -- the figures show the method, not what a trained network sees.")
+        keras.utils.set_random_seed(0)  # the same random network on every run
         model = constructor(weights=None, include_top=include_top, input_tensor=x)
         pretrained = False
     if local_file is not None:
@@ -1240,6 +1241,331 @@ def plot_sparsity(stats_by_model: dict[str, list[dict]]):
 
 
 # ---------------------------------------------------------------------------
+# 5. Filter patterns
+# ---------------------------------------------------------------------------
+
+# Lucid's colour decorrelation: square root of the ImageNet colour covariance (rows: RGB).
+_COLOR_SQRT = np.array([[0.26, 0.09, 0.02], [0.27, 0.00, -0.05], [0.27, -0.09, 0.03]], np.float32)
+_COLOR_SQRT /= np.max(np.linalg.norm(_COLOR_SQRT, axis=0))
+
+REGULARISED_DEFAULTS = {"steps": 128, "learning_rate": 0.05, "pad": 12, "jitter": 8,
+                        "scales": (0.95, 0.975, 1.0, 1.025, 1.05), "max_rotation": 5.0}
+
+
+def _replay_to(model, layer_name: str, input_shape):
+    """Rebuild a plain chain of layers up to `layer_name` on a new Input of `input_shape`."""
+    import keras  # noqa: PLC0415
+
+    inputs = keras.Input(input_shape, name="image")
+    x = inputs
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.InputLayer):
+            continue
+        x = layer(x)
+        if layer.name == layer_name:
+            return keras.Model(inputs, x)
+    raise ValueError(f"Layer {layer_name!r} is not a top-level layer of {model.name!r}.")
+
+
+def truncated_model(model, layer_name: str, size: int):
+    """A model from raw (size, size, 3) images to `layer_name`'s output (N, h, w, C).
+
+    Models with a flexible input (e.g. load_pretrained(..., include_top=False)) or of exactly this
+    input size are cut directly; a fixed-size plain chain (the mini-VGG) is replayed on the new
+    size. Raises ValueError for a layer without spatial output or a size too small for the layer.
+    """
+    import keras  # noqa: PLC0415
+
+    layer, _ = find_layer(model, layer_name)
+    if not _spatial(layer):
+        raise ValueError(f"Layer {layer_name!r} has output shape {tuple(layer.output.shape)}: filter patterns need a "
+                         "spatial (N, H, W, C) layer; pick one from layer_names(model, kind='spatial').")
+    expected = tuple(_model_input(model).shape[1:3])
+    try:
+        if expected in ((None, None), (size, size)):
+            inner = activation_model(model, layer_name)
+            inputs = keras.Input((size, size, 3), name="image")
+            cut = keras.Model(inputs, inner(inputs))
+        else:
+            cut = _replay_to(model, layer_name, (size, size, 3))
+    except ValueError as exc:
+        if "too small" in str(exc) or "negative" in str(exc).lower() or "must be" in str(exc):
+            raise ValueError(f"size={size} is too small for layer {layer_name!r}: its output would be empty; "
+                             "try size=64 or larger.") from None
+        raise
+    if any(d is not None and d < 1 for d in cut.output.shape[1:3]):
+        raise ValueError(f"size={size} is too small for layer {layer_name!r}: its output would be empty; "
+                         "try size=64 or larger.")
+    return cut
+
+
+def _bytes_per_image(cut) -> int:
+    """Rough training-memory footprint of one image through `cut`: twice (value and gradient) the
+    float32 size of every 4-D tensor in the traced forward graph for one image."""
+    import tensorflow as tf  # noqa: PLC0415
+
+    graph = tf.function(lambda x: cut(x, training=False)).get_concrete_function(
+        tf.TensorSpec([1, *cut.inputs[0].shape[1:]], tf.float32)).graph
+    elements = sum(int(np.prod(t.shape)) for op in graph.get_operations() for t in op.outputs
+                   if t.shape.rank == 4 and t.shape.is_fully_defined() and t.dtype.is_floating)
+    return max(1, 2 * 4 * elements)
+
+
+def deprocess_pattern(x) -> np.ndarray:
+    """Seed 001's deprocess_image, per image: centre, std 0.1, +0.5, clip to [0, 1], x255, uint8.
+
+    x: float (H, W, 3) or (N, H, W, 3); returns uint8 of the same shape.
+    """
+    x = np.asarray(x, np.float32)
+    axes = tuple(range(x.ndim - 3, x.ndim))
+    x = x - x.mean(axis=axes, keepdims=True)
+    x = x / (x.std(axis=axes, keepdims=True) + 1e-5) * 0.1 + 0.5
+    return (np.clip(x, 0, 1) * 255).astype(np.uint8)
+
+
+def _filter_means(cut, images, filters):
+    """Mean activation of filters[i] over the spatial positions of image i: (N,)."""
+    import tensorflow as tf  # noqa: PLC0415
+
+    acts = tf.cast(cut(images, training=False), tf.float32)
+    return tf.reduce_mean(tf.gather(acts, filters, axis=3, batch_dims=1), axis=(1, 2))
+
+
+def _plain_ascent_fn(cut, size):
+    """Seed 001's gradient ascent, batched and compiled once: batch size, filter indices, steps
+    and step size are all tensors of the signature, so no call ever retraces."""
+    import tensorflow as tf  # noqa: PLC0415
+
+    @tf.function(input_signature=[tf.TensorSpec([None, size, size, 3], tf.float32), tf.TensorSpec([None], tf.int32),
+                                  tf.TensorSpec([], tf.int32), tf.TensorSpec([], tf.float32)])
+    def ascend(images, filters, steps, step_size):
+        for _ in tf.range(steps):
+            with tf.GradientTape() as tape:
+                tape.watch(images)
+                loss = tf.reduce_sum(_filter_means(cut, images, filters))
+            grads = tape.gradient(loss, images)
+            grads /= tf.sqrt(tf.reduce_mean(tf.square(grads), axis=(1, 2, 3), keepdims=True)) + 1e-5
+            images = images + step_size * grads
+        return images
+
+    return ascend
+
+
+def _fourier_scale(size: int) -> np.ndarray:
+    fy = np.fft.fftfreq(size)[:, None]
+    fx = np.fft.rfftfreq(size)[None, :]
+    # 1/f spectrum (natural-image statistics), times sqrt(h * w) to undo irfft2d's normalisation
+    return (size / np.maximum(np.sqrt(fx**2 + fy**2), 1.0 / size)).astype(np.float32)
+
+
+def _param_to_image(spectrum, scale):
+    """Fourier parameters (N, 3, size, size//2+1, 2) -> decorrelated colour image in [0, 1], (N, size, size, 3)."""
+    import tensorflow as tf  # noqa: PLC0415
+
+    size = spectrum.shape[2]
+    complex_spec = tf.complex(spectrum[..., 0], spectrum[..., 1]) * tf.cast(scale, tf.complex64)
+    spatial = tf.signal.irfft2d(complex_spec, fft_length=[size, size]) / 4.0
+    spatial = tf.transpose(spatial, (0, 2, 3, 1))
+    return tf.sigmoid(tf.einsum("nhwc,dc->nhwd", spatial, _COLOR_SQRT))
+
+
+def _random_transform(images, seed, step, pad, jitter, scales, max_rotation):
+    """Lucid's transformation robustness, the same draw for every image of the batch (so a filter's
+    result does not depend on its batch): pad, jitter, random scale, small rotation, jitter."""
+    import tensorflow as tf  # noqa: PLC0415
+
+    def draw(i, shape, low, high, dtype=tf.float32):
+        return tf.random.stateless_uniform(shape, seed=tf.stack([seed, step * 8 + i]), minval=low, maxval=high, dtype=dtype)
+
+    size = tf.shape(images)[1]
+    x = tf.pad(images, [[0, 0], [pad, pad], [pad, pad], [0, 0]], constant_values=0.5)
+    offsets = draw(0, [2], 0, jitter + 1, tf.int32)
+    x = x[:, offsets[0]:, offsets[1]:, :]
+    scale = tf.gather(tf.constant(scales, tf.float32), draw(1, [], 0, len(scales), tf.int32))
+    new = tf.cast(tf.cast(tf.shape(x)[1:3], tf.float32) * scale, tf.int32)
+    x = tf.image.resize(x, new)
+    angle = draw(2, [], -max_rotation, max_rotation) * np.pi / 180
+    h, w = tf.cast(tf.shape(x)[1], tf.float32), tf.cast(tf.shape(x)[2], tf.float32)
+    cos, sin = tf.cos(angle), tf.sin(angle)
+    cx, cy = (w - 1) / 2, (h - 1) / 2
+    transform = tf.stack([cos, -sin, cx - cos * cx + sin * cy, sin, cos, cy - sin * cx - cos * cy, 0.0, 0.0])
+    x = tf.raw_ops.ImageProjectiveTransformV3(
+        images=x, transforms=tf.tile(transform[None], [tf.shape(x)[0], 1]), output_shape=tf.shape(x)[1:3],
+        fill_value=0.5, interpolation="BILINEAR", fill_mode="CONSTANT")
+    offsets = draw(3, [2], 0, jitter // 2 + 1, tf.int32)
+    return x[:, offsets[0]:offsets[0] + size - jitter, offsets[1]:offsets[1] + size - jitter, :]
+
+
+def _regularised_ascent_fn(cut, size, settings):
+    """Lucid-style optimisation: Fourier parameters, colour decorrelation, transformation
+    robustness and Adam, compiled once; returns (final images in [0, 255], (N, size, size, 3))."""
+    import tensorflow as tf  # noqa: PLC0415
+
+    scale = _fourier_scale(size)
+    lr = settings["learning_rate"]
+
+    @tf.function(input_signature=[tf.TensorSpec([None, 3, size, size // 2 + 1, 2], tf.float32),
+                                  tf.TensorSpec([None], tf.int32), tf.TensorSpec([], tf.int32), tf.TensorSpec([], tf.int32)])
+    def ascend(spectrum, filters, steps, seed):
+        m = tf.zeros_like(spectrum)
+        v = tf.zeros_like(spectrum)
+        for step in tf.range(steps):
+            with tf.GradientTape() as tape:
+                tape.watch(spectrum)
+                image = _param_to_image(spectrum, scale) * 255.0
+                seen = _random_transform(image, seed, step, settings["pad"], settings["jitter"], settings["scales"],
+                                         settings["max_rotation"])
+                loss = -tf.reduce_sum(_filter_means(cut, seen, filters))
+            grads = tape.gradient(loss, spectrum)
+            t = tf.cast(step + 1, tf.float32)
+            m = 0.9 * m + 0.1 * grads
+            v = 0.999 * v + 0.001 * tf.square(grads)
+            spectrum = spectrum - lr * (m / (1 - 0.9**t)) / (tf.sqrt(v / (1 - 0.999**t)) + 1e-8)
+        return _param_to_image(spectrum, scale) * 255.0
+
+    return ascend
+
+
+_ASCENT_CACHE: dict = {}
+
+
+class _QuietRetracing:
+    """Silence TensorFlow's "N of the last M calls triggered retracing" warning: it counts traces
+    across the separate compiled functions made for each (model, layer), which is expected here,
+    and it would put a changing memory address into notebook outputs."""
+
+    def __enter__(self):
+        import tensorflow as tf  # noqa: PLC0415
+
+        self.logger = tf.get_logger()
+        self.level = self.logger.level
+        self.logger.setLevel("ERROR")
+
+    def __exit__(self, *exc):
+        self.logger.setLevel(self.level)
+
+
+def filter_patterns(model, layer_name: str, filters, size: int = 64, steps: int | None = None,
+                    step_size: float = 1.0, seed: int = 0, mode: str = "plain", memory_budget_mb: float = 2048,
+                    progress: bool = True, return_gains: bool = False):
+    """Images that maximise the mean activation of each filter of `layer_name`.
+
+    filters: int or list of channel indices. Returns uint8 (n, size, size, 3); with
+    return_gains=True also {"before": (n,), "after": (n,)}: each filter's mean activation on the
+    starting image and on the final (undeprocessed) image.
+
+    mode="plain" reproduces seed 001 in Keras 3: start from grey 128 + uniform noise in [0, 20),
+    add step_size x gradient / RMS(gradient) for `steps` steps (default 40), then deprocess_pattern.
+    mode="regularised" follows Lucid: Fourier parameterisation with colour decorrelation,
+    transformation robustness (pad, jitter, scale, rotation) and Adam; defaults in
+    REGULARISED_DEFAULTS (128 steps: Lucid used 512 at 128 px, which takes minutes per layer on a
+    CPU). All filters are optimised together in one compiled step, chunked to stay within
+    `memory_budget_mb`; each filter's start depends only on (seed, filter), so a filter gives
+    the same image alone or in a batch. progress: True for a Keras progress bar over chunks,
+    False for none, or a callable(done_chunks, total_chunks).
+    """
+    import tensorflow as tf  # noqa: PLC0415
+    import keras  # noqa: PLC0415
+
+    if mode not in ("plain", "regularised"):
+        raise ValueError(f"mode must be 'plain' or 'regularised', got {mode!r}.")
+    filters = [int(f) for f in np.atleast_1d(filters)]
+    if not filters:
+        raise ValueError("filters is empty: pass one filter index or a list of them.")
+    steps = steps if steps is not None else (40 if mode == "plain" else REGULARISED_DEFAULTS["steps"])
+    key = (id(model), layer_name, size, mode)
+    if key not in _ASCENT_CACHE:
+        cut = truncated_model(model, layer_name, size)
+        builder = _plain_ascent_fn(cut, size) if mode == "plain" else _regularised_ascent_fn(cut, size, REGULARISED_DEFAULTS)
+        _ASCENT_CACHE[key] = (cut, builder, _bytes_per_image(cut))
+    cut, ascend, per_image = _ASCENT_CACHE[key]
+    channels = cut.output.shape[-1]
+    bad = [f for f in filters if not 0 <= f < channels]
+    if bad:
+        raise ValueError(f"Filter index {bad[0]} is out of range: layer {layer_name!r} has filters 0..{channels - 1}.")
+    chunk = max(1, int(memory_budget_mb * 2**20 // per_image))
+    chunks = [filters[i:i + chunk] for i in range(0, len(filters), chunk)]
+    if callable(progress):
+        bar = SimpleNamespace(update=lambda done: progress(done, len(chunks)))
+    else:
+        bar = keras.utils.Progbar(len(chunks), unit_name="chunk") if progress and len(chunks) > 1 else None
+    images, before, after = [], [], []
+    for index, part in enumerate(chunks):
+        ids = tf.constant(part, tf.int32)
+        if mode == "plain":
+            start = np.stack([np.random.default_rng([seed, f]).random((size, size, 3)) * 20 + 128 for f in part])
+            start = tf.constant(start, tf.float32)
+            with _QuietRetracing():
+                final = ascend(start, ids, tf.constant(steps), tf.constant(step_size, tf.float32))
+        else:
+            spectrum = np.stack([np.random.default_rng([seed, f]).normal(0, 0.01, (3, size, size // 2 + 1, 2))
+                                 for f in part])
+            start = _param_to_image(tf.constant(spectrum, tf.float32), _fourier_scale(size)) * 255.0
+            with _QuietRetracing():
+                final = ascend(tf.constant(spectrum, tf.float32), ids, tf.constant(steps), tf.constant(seed))
+        before.append(_filter_means(cut, start, ids).numpy())
+        after.append(_filter_means(cut, final, ids).numpy())
+        images.append(deprocess_pattern(final.numpy()) if mode == "plain" else np.clip(final.numpy(), 0, 255).astype(np.uint8))
+        if bar:
+            bar.update(index + 1)
+    patterns = np.concatenate(images)
+    if return_gains:
+        return patterns, {"before": np.concatenate(before), "after": np.concatenate(after)}
+    return patterns
+
+
+def pattern_grid(patterns, per_row: int = 8, margin: int = 5) -> np.ndarray:
+    """Seed 001's grid: patterns (n, size, size, 3) uint8 in rows of `per_row`, black margins.
+
+    Returns uint8 (rows * size + (rows - 1) * margin, per_row * size + (per_row - 1) * margin, 3);
+    64 patterns of 64 px give the seed's 8x8 grid of 547 x 547 pixels.
+    """
+    patterns = np.asarray(patterns)
+    if patterns.ndim != 4 or patterns.shape[-1] != 3 or len(patterns) == 0:
+        raise ValueError(f"pattern_grid expects patterns of shape (n, size, size, 3); got {patterns.shape}.")
+    n, height, width, _ = patterns.shape
+    per_row = min(per_row, n)
+    rows = -(-n // per_row)
+    cells = np.zeros((rows * per_row, height + margin, width + margin, 3), np.uint8)
+    cells[:n, :height, :width] = patterns
+    grid = cells.reshape(rows, per_row, height + margin, width + margin, 3).transpose(0, 2, 1, 3, 4)
+    grid = grid.reshape(rows * (height + margin), per_row * (width + margin), 3)
+    return grid[: grid.shape[0] - margin, : grid.shape[1] - margin]
+
+
+def first_layer_kernels(model, layer_name: str | None = None) -> np.ndarray:
+    """The first convolution's kernels as RGB tiles: uint8 (n_filters, k, k, 3), each kernel
+    scaled on its own to 0-255 (a 3x3 kernel is a tiny picture of the colour edge it detects)."""
+    import keras  # noqa: PLC0415
+
+    if layer_name is None:
+        convs = layer_names(model, "conv")
+        if not convs:
+            raise ValueError(f"Model {model.name!r} has no Conv2D layer.")
+        layer_name = convs[0]
+    layer, _ = find_layer(model, layer_name)
+    if not isinstance(layer, keras.layers.Conv2D) or layer.get_weights()[0].shape[2] != 3:
+        raise ValueError(f"Layer {layer_name!r} is not a convolution on RGB input; pass the first Conv2D.")
+    kernels = layer.get_weights()[0].transpose(3, 0, 1, 2)
+    low = kernels.min(axis=(1, 2, 3), keepdims=True)
+    span = kernels.max(axis=(1, 2, 3), keepdims=True) - low
+    return (np.divide(kernels - low, span, out=np.full_like(kernels, 0.5), where=span > 0) * 255).astype(np.uint8)
+
+
+def plot_patterns(patterns, title: str = "", per_row: int = 8, margin: int = 5, save_as: str | None = None):
+    """Show pattern_grid(patterns) as one figure (saved through save_figure with `save_as`)."""
+    grid = pattern_grid(patterns, per_row, margin)
+    fig, ax = plt.subplots(figsize=(min(12, 1.3 * min(per_row, len(patterns))),) * 2)
+    ax.imshow(grid, interpolation="nearest")
+    ax.set_title(title)
+    ax.axis("off")
+    fig.tight_layout()
+    if save_as:
+        save_figure(fig, save_as)
+    return fig
+
+
+# ---------------------------------------------------------------------------
 # 7. Widgets
 # ---------------------------------------------------------------------------
 
@@ -1308,4 +1634,56 @@ def activation_explorer(model, images: dict, names=None, cmap: str = "viridis"):
                          widgets.HBox([grid_image, channel_image])])
     tree.image_dropdown, tree.layer_dropdown, tree.channel_slider = image_dropdown, layer_dropdown, channel_slider
     tree.grid_image, tree.channel_image, tree.status = grid_image, channel_image, status
+    return tree
+
+
+def pattern_explorer(model, names=None, size: int = 64, max_filters: int = 64):
+    """An ipywidgets panel for filter patterns: layer, filter range and mode; nothing is computed
+    until the Compute button is pressed, then a progress bar follows the chunks. Returns the
+    widget tree (VBox) with attributes layer_dropdown, filter_range, mode_buttons, compute_button,
+    progress, grid_image, status."""
+    import ipywidgets as widgets  # noqa: PLC0415
+
+    names = list(names) if names is not None else layer_names(model, kind="conv")
+    if not names:
+        raise ValueError(f"Model {model.name!r} has no layer to show patterns for.")
+    layer_dropdown = widgets.Dropdown(options=names, description="layer")
+    filter_range = widgets.IntRangeSlider(value=(0, 7), min=0, max=7, description="filters", continuous_update=False)
+    mode_buttons = widgets.ToggleButtons(options=["plain", "regularised"], description="mode")
+    compute_button = widgets.Button(description="Compute", button_style="primary")
+    progress = widgets.IntProgress(min=0, max=1, description="chunks")
+    grid_image = widgets.Image(format="png")
+    status = widgets.HTML()
+
+    def set_range(*_):
+        layer, _ = find_layer(model, layer_dropdown.value)
+        channels = layer.output.shape[-1]
+        filter_range.max = channels - 1
+        filter_range.value = (min(filter_range.value[0], channels - 1), min(filter_range.value[1], channels - 1))
+
+    def compute(*_):
+        try:
+            first, last = filter_range.value
+            if last - first + 1 > max_filters:
+                raise ValueError(f"{last - first + 1} filters requested; at most {max_filters} at a time.")
+            status.value = "computing..."
+
+            def advance(done, total):
+                progress.max, progress.value = total, done
+
+            patterns = filter_patterns(model, layer_dropdown.value, list(range(first, last + 1)), size=size,
+                                       mode=mode_buttons.value, progress=advance)
+            title = f"{layer_dropdown.value} filters {first}-{last} ({mode_buttons.value})"
+            grid_image.value = _figure_png(plot_patterns(patterns, title))
+            status.value = ""
+        except Exception as exc:  # shown to the user in the widget, never swallowed
+            status.value = f"<b style='color:red'>{type(exc).__name__}: {exc}</b>"
+
+    layer_dropdown.observe(set_range, "value")
+    compute_button.on_click(compute)
+    set_range()
+    tree = widgets.VBox([widgets.HBox([layer_dropdown, filter_range]), widgets.HBox([mode_buttons, compute_button]),
+                         progress, status, grid_image])
+    tree.layer_dropdown, tree.filter_range, tree.mode_buttons = layer_dropdown, filter_range, mode_buttons
+    tree.compute_button, tree.progress, tree.grid_image, tree.status = compute_button, progress, grid_image, status
     return tree
