@@ -6,7 +6,9 @@ One module, sectioned in the order the notebooks teach:
 2. data                 -- dogs-vs-cats preparation, offline toy pets, tf.data pipelines, photos
 3. model and training   -- the seeds' mini-VGG, training with checkpoints, predictions
 4. activations, tiling  -- activation models for any Keras 3 model, the seeds' two tilings, sparsity
-7. widgets              -- ipywidgets explorers (sections 5 and 6 come with notebooks 03 and 04)
+5. filter patterns      -- batched, compile-once gradient ascent (seed 001) and a Lucid-style mode
+6. CAM and metrics      -- Grad-CAM, Grad-CAM++, Score-CAM, occlusion, overlays, pointing game, AUCs
+7. widgets              -- ipywidgets explorers
 
 Images handed to models are raw RGB pixels, float32 in [0, 255], shape (H, W, 3) or
 (N, H, W, 3): pixel scaling lives inside each model (a Rescaling layer or the
@@ -1033,16 +1035,20 @@ def _model_input(model):
 
 
 def _multi_output(model, names: list[str]):
-    """A model from `model`'s input to [model's own output, *outputs of `names`] (names may be nested)."""
+    """A model from `model`'s input to [model's own output, *outputs of `names`] (names may be
+    nested); returns (that model, whether it was rebuilt by replaying the layer chain)."""
     import keras  # noqa: PLC0415
 
     inp = _model_input(model)
     top = {layer.name for layer in model.layers}
-    if all(n in top for n in names):
-        return keras.Model(inp, [model.outputs[0]] + [model.get_layer(n).output for n in names])
-    # Some layers live inside a sub-model, whose tensors are not connected to this model's input:
-    # replay this model's layer chain on a fresh input, swapping each sub-model that holds wanted
-    # layers for a multi-output copy of itself.
+    if not isinstance(model, keras.Sequential) and all(n in top for n in names):
+        try:
+            return keras.Model(inp, [model.outputs[0]] + [model.get_layer(n).output for n in names]), False
+        except ValueError:  # a layer shared with another model: its .output belongs to that graph
+            pass
+    # Sequential models, layers inside a sub-model (whose tensors are not connected to this
+    # model's input) and shared layers: replay this model's layer chain on a fresh input,
+    # swapping each sub-model that holds wanted layers for a multi-output copy of itself.
     fresh = keras.Input(inp.shape[1:], name="image")
     x, found = fresh, {}
     for layer in model.layers:
@@ -1051,14 +1057,14 @@ def _multi_output(model, names: list[str]):
         inner = [n for n in names if n not in top and hasattr(layer, "layers")
                  and any(l.name == n for l, _ in _all_layers(layer))]
         if inner:
-            outputs = _multi_output(layer, inner)(x)
+            outputs = _multi_output(layer, inner)[0](x)
             x = outputs[0]
             found.update(zip(inner, outputs[1:]))
         else:
             x = layer(x)
         if layer.name in names:
             found[layer.name] = x
-    return keras.Model(fresh, [x] + [found[n] for n in names])
+    return keras.Model(fresh, [x] + [found[n] for n in names]), True
 
 
 def activation_model(model, names):
@@ -1076,8 +1082,8 @@ def activation_model(model, names):
         raise ValueError("activation_model needs at least one layer name.")
     for name in names:
         find_layer(model, name)
-    multi = _multi_output(model, names)
-    if set(names) - {layer.name for layer in model.layers}:
+    multi, replayed = _multi_output(model, names)
+    if replayed and not isinstance(model, keras.Sequential):
         probe = np.random.default_rng(0).uniform(0, 255, (1, *multi.input_shape[1:])).astype("float32")
         if None not in multi.input_shape[1:] and not np.allclose(multi(probe)[0], model(probe, training=False),
                                                                  rtol=1e-3, atol=1e-4):
@@ -1085,6 +1091,19 @@ def activation_model(model, names):
                              "layers cannot be reached; build the activation model from the sub-model itself.")
     outputs = multi.outputs[1:]
     return keras.Model(multi.inputs[0], outputs if len(outputs) > 1 else outputs[0], name="activations")
+
+
+def _cached(cache: dict, model, key: tuple, build, size: int = 16):
+    """Memoise build() per (model, key). The entry keeps the model itself alive, so its id() can
+    never be reused by another model while cached; the least recently used entries are dropped."""
+    full_key = (id(model), *key)
+    if full_key in cache and cache[full_key][0] is model:
+        cache[full_key] = cache.pop(full_key)  # most recently used last
+    else:
+        cache[full_key] = (model, build())
+        while len(cache) > size:
+            cache.pop(next(iter(cache)))
+    return cache[full_key][1]
 
 
 def _as_batch(images) -> tuple[np.ndarray, bool]:
@@ -1473,12 +1492,12 @@ def filter_patterns(model, layer_name: str, filters, size: int = 64, steps: int 
     if not filters:
         raise ValueError("filters is empty: pass one filter index or a list of them.")
     steps = steps if steps is not None else (40 if mode == "plain" else REGULARISED_DEFAULTS["steps"])
-    key = (id(model), layer_name, size, mode)
-    if key not in _ASCENT_CACHE:
+    def build():
         cut = truncated_model(model, layer_name, size)
         builder = _plain_ascent_fn(cut, size) if mode == "plain" else _regularised_ascent_fn(cut, size, REGULARISED_DEFAULTS)
-        _ASCENT_CACHE[key] = (cut, builder, _bytes_per_image(cut))
-    cut, ascend, per_image = _ASCENT_CACHE[key]
+        return cut, builder, _bytes_per_image(cut)
+
+    cut, ascend, per_image = _cached(_ASCENT_CACHE, model, (layer_name, size, mode), build)
     channels = cut.output.shape[-1]
     bad = [f for f in filters if not 0 <= f < channels]
     if bad:
@@ -1563,6 +1582,402 @@ def plot_patterns(patterns, title: str = "", per_row: int = 8, margin: int = 5, 
     if save_as:
         save_figure(fig, save_as)
     return fig
+
+
+# ---------------------------------------------------------------------------
+# 6. CAM and metrics
+# ---------------------------------------------------------------------------
+
+def _head(model):
+    """(final Dense layer, name of the layer feeding it): class scores are recomputed from the
+    Dense's kernel and bias, i.e. taken before its softmax/sigmoid, as the Grad-CAM paper asks."""
+    import keras  # noqa: PLC0415
+
+    last = model.layers[-1]
+    if not isinstance(last, keras.layers.Dense):
+        raise ValueError(f"Model {model.name!r} ends in {type(last).__name__} {last.name!r}; Grad-CAM here needs a final "
+                         "Dense classification layer (softmax, sigmoid or linear).")
+    if isinstance(model, keras.Sequential) or len(model.layers) < 2 or not hasattr(last.input, "_keras_history"):
+        feed = model.layers[-2]
+    else:
+        feed = last.input._keras_history.operation
+    if isinstance(feed, keras.layers.InputLayer):
+        raise ValueError(f"Model {model.name!r} has no layers before its classifier.")
+    return last, feed.name
+
+
+def last_spatial_layer(model) -> str:
+    """The last layer with a spatial (N, H, W, C) output before the head: Grad-CAM's default."""
+    names = layer_names(model, kind="spatial")
+    if not names:
+        raise ValueError(f"Model {model.name!r} has no layer with a spatial output; Grad-CAM needs a convolutional part.")
+    return names[-1]
+
+
+def _check_cam_request(model, layer_name):
+    layer_name = layer_name or last_spatial_layer(model)
+    layer, _ = find_layer(model, layer_name)
+    if not _spatial(layer) or hasattr(layer, "layers"):
+        raise ValueError(f"Layer {layer_name!r} has output shape {tuple(layer.output.shape)}, not a spatial (N, H, W, C) "
+                         f"map: it comes after the convolutional part. Use a layer up to {last_spatial_layer(model)!r}.")
+    return layer_name
+
+
+_CAM_CACHE: dict = {}
+
+
+def _cam_function(model, layer_name):
+    """Compiled (images, classes) -> (activations, gradients, logits, classes) for one model and
+    layer, and the number of classes (2 for a single sigmoid)."""
+    return _cached(_CAM_CACHE, model, (layer_name,), lambda: _build_cam_function(model, layer_name))
+
+
+def _build_cam_function(model, layer_name):
+    import tensorflow as tf  # noqa: PLC0415
+
+    dense, feed = _head(model)
+    inner = activation_model(model, [layer_name, feed])
+    n_classes = dense.units
+    shape = tuple(_model_input(model).shape[1:])
+
+    @tf.function(input_signature=[tf.TensorSpec([None, *shape], tf.float32), tf.TensorSpec([None], tf.int32)])
+    def run(images, classes):
+        with tf.GradientTape() as tape:
+            acts, feats = inner(images, training=False)
+            tape.watch(acts)
+            logits = tf.matmul(tf.cast(feats, tf.float32), tf.cast(dense.kernel, tf.float32)) + tf.cast(dense.bias, tf.float32)
+            if n_classes == 1:  # single sigmoid: class 1 explains the logit, class 0 its negative
+                predicted = tf.cast(logits[:, 0] > 0, tf.int32)
+                classes = tf.where(classes < 0, predicted, classes)
+                scores = tf.where(classes == 1, logits[:, 0], -logits[:, 0])
+            else:
+                classes = tf.where(classes < 0, tf.argmax(logits, axis=1, output_type=tf.int32), classes)
+                scores = tf.gather(logits, classes, batch_dims=1)
+        grads = tape.gradient(scores, acts)
+        # mixed precision: the layer may compute in float16; the map is computed in float32
+        return tf.cast(acts, tf.float32), tf.cast(grads, tf.float32), logits, classes
+
+    return run, max(n_classes, 2)
+
+
+def _cam_inputs(model, images, class_index, layer_name):
+    """Validate a CAM request; return (batch, classes int32 (N,), layer name, compiled function)."""
+    layer_name = _check_cam_request(model, layer_name)
+    batch, _ = _as_batch(images)
+    expected = _model_input(model).shape[1:]
+    if any(e is not None and e != a for e, a in zip(expected, batch.shape[1:])):
+        raise ValueError(f"Model {model.name!r} expects images of shape {tuple(expected)}, got {batch.shape[1:]}; "
+                         "resize with load_image(path, size=...).")
+    run, n_classes = _cam_function(model, layer_name)
+    if class_index is None:
+        classes = np.full(len(batch), -1, np.int32)
+    else:
+        classes = np.broadcast_to(np.asarray(class_index, np.int32), (len(batch),)).copy()
+        bad = classes[(classes < 0) | (classes >= n_classes)]
+        if bad.size:
+            raise ValueError(f"class_index {int(bad[0])} is out of range: this model has classes 0..{n_classes - 1}"
+                             + (" (single sigmoid output: 1 explains the positive class, 0 its negation)" if n_classes == 2 else "")
+                             + "; None explains each image's predicted class.")
+    return batch, classes, layer_name, run
+
+
+def _normalise_maps(cams, report_name: str) -> np.ndarray:
+    """ReLU'd maps (N, h, w) -> [0, 1] per map; all-zero maps stay zero and are reported."""
+    import warnings  # noqa: PLC0415
+
+    cams = np.maximum(np.nan_to_num(np.asarray(cams, np.float32)), 0)
+    peak = cams.max(axis=(1, 2), keepdims=True)
+    zero = int((peak == 0).sum())
+    if zero:
+        warnings.warn(f"{report_name}: {zero} of {len(cams)} maps are all zero (nothing in this layer raises the "
+                      "class score); they are returned as zeros.", RuntimeWarning, stacklevel=3)
+    return np.divide(cams, peak, out=np.zeros_like(cams), where=peak > 0)
+
+
+def grad_cam(model, images, layer_name=None, class_index=None, return_classes: bool = False):
+    """Grad-CAM heatmaps, float32 (N, h, w) in [0, 1] at the layer's resolution.
+
+    images: raw RGB (H, W, 3) or (N, H, W, 3) at the model's input size. layer_name=None uses the
+    last spatial layer before the head. class_index: None explains each image's predicted class;
+    an int or one per image. A single-sigmoid head has two classes: 1 explains the logit, 0 its
+    negative. Scores are taken before the final softmax/sigmoid; channel weights are the
+    per-image spatial mean of the gradients (never averaged across the batch), so a batch gives
+    the same maps as one image at a time. Compiled once per model and layer. With
+    return_classes=True also returns the explained class per image (N,).
+    """
+    batch, classes, layer_name, run = _cam_inputs(model, images, class_index, layer_name)
+    acts, grads, _, used = run(batch, classes)
+    weights = np.asarray(grads).mean(axis=(1, 2))
+    heat = _normalise_maps(np.einsum("nhwc,nc->nhw", np.asarray(acts), weights), "grad_cam")
+    return (heat, np.asarray(used)) if return_classes else heat
+
+
+def grad_cam_plus_plus(model, images, layer_name=None, class_index=None):
+    """Grad-CAM++ (Chattopadhay et al., 2018): like grad_cam, with channel weights that sum the
+    positive gradients weighted by alpha = g^2 / (2 g^2 + sum(A) g^3). (N, h, w) in [0, 1]."""
+    batch, classes, layer_name, run = _cam_inputs(model, images, class_index, layer_name)
+    acts, grads, _, _ = run(batch, classes)
+    acts, grads = np.asarray(acts), np.asarray(grads)
+    g2, g3 = grads**2, grads**3
+    denominator = 2 * g2 + acts.sum(axis=(1, 2), keepdims=True) * g3
+    alpha = np.divide(g2, denominator, out=np.zeros_like(g2), where=np.abs(denominator) > 1e-12)
+    weights = (alpha * np.maximum(grads, 0)).sum(axis=(1, 2))
+    return _normalise_maps(np.einsum("nhwc,nc->nhw", acts, weights), "grad_cam_plus_plus")
+
+
+def class_probabilities(model, images, batch_size: int = 64) -> np.ndarray:
+    """Model outputs as class probabilities (N, n_classes); a single sigmoid p becomes [1 - p, p]."""
+    batch, _ = _as_batch(images)
+    probs = np.concatenate([np.asarray(model(batch[i:i + batch_size], training=False), np.float32)
+                            for i in range(0, len(batch), batch_size)])
+    return np.concatenate([1 - probs, probs], axis=1) if probs.shape[1] == 1 else probs
+
+
+def _explained_classes(model, batch, class_index):
+    if class_index is not None:
+        return np.broadcast_to(np.asarray(class_index), (len(batch),)).astype(int)
+    return class_probabilities(model, batch).argmax(axis=1)
+
+
+def score_cam(model, images, layer_name=None, class_index=None, max_channels: int = 256, batch_size: int = 32):
+    """Score-CAM (Wang et al., 2020): each channel, upsampled and scaled to [0, 1], masks the image;
+    its weight is the class probability of the masked image minus that of a black image. Uses
+    the `max_channels` channels with the highest mean activation; masks are scored in batches.
+    (N, h, w) in [0, 1]."""
+    batch, _, layer_name, _ = _cam_inputs(model, images, class_index, layer_name)
+    classes = _explained_classes(model, batch, class_index)
+    acts_all = get_activations(model, batch, [layer_name])[layer_name]
+    baseline = class_probabilities(model, np.zeros_like(batch[:1]))[0]
+    maps = []
+    for image, acts, cls in zip(batch, acts_all, classes):
+        keep = np.argsort(acts.mean(axis=(0, 1)))[::-1][:max_channels]
+        masks = upsample_heatmap(_minmax(acts[..., keep].transpose(2, 0, 1)), image.shape[:2])
+        scores = class_probabilities(model, image[None] * masks[..., None], batch_size)[:, cls] - baseline[cls]
+        maps.append(np.einsum("hwc,c->hw", acts[..., keep], scores))
+    return _normalise_maps(np.stack(maps), "score_cam")
+
+
+def _minmax(maps) -> np.ndarray:
+    """Scale each map (N, h, w) to [0, 1]; constant maps become 0."""
+    maps = np.asarray(maps, np.float32)
+    low = maps.min(axis=(1, 2), keepdims=True)
+    span = maps.max(axis=(1, 2), keepdims=True) - low
+    return np.divide(maps - low, span, out=np.zeros_like(maps), where=span > 0)
+
+
+def occlusion_sensitivity(model, images, class_index=None, patch: int = 16, stride: int = 8, batch_size: int = 64):
+    """Occlusion (Zeiler and Fergus, 2014; seed 004's 'mask part of the image'): slide a grey
+    patch over the image and record how much the class probability drops; each pixel gets the
+    largest drop among the patches covering it. (N, H, W) in [0, 1], at the image's resolution."""
+    batch, _ = _as_batch(images)
+    if patch < 1 or stride < 1 or patch > min(batch.shape[1:3]):
+        raise ValueError(f"patch and stride must be >= 1 and patch <= image size; got patch={patch}, stride={stride}.")
+    classes = _explained_classes(model, batch, class_index)
+    height, width = batch.shape[1:3]
+    corners = [(y, x) for y in range(0, height - patch + 1, stride) for x in range(0, width - patch + 1, stride)]
+    maps = []
+    for image, cls in zip(batch, classes):
+        base = class_probabilities(model, image[None])[0, cls]
+        occluded = np.repeat(image[None], len(corners), axis=0)
+        for i, (y, x) in enumerate(corners):
+            occluded[i, y:y + patch, x:x + patch] = 127.5
+        drops = base - class_probabilities(model, occluded, batch_size)[:, cls]
+        heat = np.full((height, width), -np.inf, np.float32)
+        for (y, x), drop in zip(corners, drops):
+            np.maximum(heat[y:y + patch, x:x + patch], drop, out=heat[y:y + patch, x:x + patch])
+        maps.append(np.where(np.isfinite(heat), heat, 0))
+    return _normalise_maps(np.stack(maps), "occlusion_sensitivity")
+
+
+CAM_METHODS = {"Grad-CAM": grad_cam, "Grad-CAM++": grad_cam_plus_plus, "Score-CAM": score_cam}
+
+
+def explain(model, images, method="Grad-CAM", layer_name=None, class_index=None) -> np.ndarray:
+    """One entry point for every method: "Grad-CAM", "Grad-CAM++", "Score-CAM", "Occlusion", or a
+    callable(model, images, layer_name=..., class_index=...) returning (N, h, w) maps."""
+    if callable(method):
+        return method(model, images, layer_name=layer_name, class_index=class_index)
+    if method == "Occlusion":
+        return occlusion_sensitivity(model, images, class_index)
+    if method not in CAM_METHODS:
+        raise ValueError(f"method must be one of {[*CAM_METHODS, 'Occlusion']}, got {method!r}.")
+    return CAM_METHODS[method](model, images, layer_name=layer_name, class_index=class_index)
+
+
+def upsample_heatmap(heatmaps, size) -> np.ndarray:
+    """Resize heatmaps (h, w) or (N, h, w) to `size` (int or (H, W)) bilinearly; float32 in [0, 1]."""
+    import tensorflow as tf  # noqa: PLC0415
+
+    maps = np.asarray(heatmaps, np.float32)
+    single = maps.ndim == 2
+    if single:
+        maps = maps[None]
+    if maps.ndim != 3:
+        raise ValueError(f"Expected heatmaps of shape (h, w) or (N, h, w); got {np.asarray(heatmaps).shape}.")
+    height, width = (size, size) if isinstance(size, int) else size
+    out = np.clip(tf.image.resize(maps[..., None], (height, width), method="bilinear").numpy()[..., 0], 0, 1)
+    return out[0] if single else out
+
+
+def overlay_heatmap(image, heatmap, alpha: float = 0.4, cmap: str = "jet") -> np.ndarray:
+    """Blend a heatmap (h, w) in [0, 1] over an RGB image (H, W, 3) in [0, 255]: uint8 (H, W, 3).
+
+    The heatmap is resized to the image with TensorFlow and coloured with matplotlib's colormap
+    named `cmap`; alpha is the heatmap's weight.
+    """
+    image = load_image(image)
+    if not 0 <= alpha <= 1:
+        raise ValueError(f"alpha must be in [0, 1], got {alpha}.")
+    heat = upsample_heatmap(heatmap, image.shape[:2])
+    colours = matplotlib.colormaps[cmap](heat)[..., :3] * 255
+    return np.clip((1 - alpha) * image + alpha * colours, 0, 255).astype(np.uint8)
+
+
+def pointing_game(heatmaps, boxes, image_size) -> float:
+    """Share of maps whose maximum, upsampled to `image_size` (int or (H, W)), falls inside one of
+    that image's boxes. boxes: per image a list of (x0, y0, x1, y1) in pixels. When several
+    pixels share the maximum (a plateau), their centre is the point; a constant (e.g. all-zero)
+    map points nowhere and counts as a miss."""
+    maps = upsample_heatmap(heatmaps, image_size)
+    maps = maps[None] if maps.ndim == 2 else maps
+    if len(maps) != len(boxes):
+        raise ValueError(f"{len(maps)} heatmaps but {len(boxes)} box lists; give one list of boxes per image.")
+    hits = 0
+    for heat, image_boxes in zip(maps, boxes):
+        if heat.max() - heat.min() < 1e-6:
+            continue
+        y, x = np.argwhere(heat >= heat.max() - 1e-6).mean(axis=0)
+        hits += any(x0 <= x <= x1 and y0 <= y <= y1 for x0, y0, x1, y1 in image_boxes)
+    return hits / len(maps)
+
+
+def random_point_baseline(boxes, image_size) -> float:
+    """Expected pointing-game score of a uniformly random point: the mean share of the image
+    covered by each image's boxes (their union)."""
+    height, width = (image_size, image_size) if isinstance(image_size, int) else image_size
+    shares = []
+    for image_boxes in boxes:
+        mask = np.zeros((height, width), bool)
+        for x0, y0, x1, y1 in image_boxes:
+            mask[int(y0):int(np.ceil(y1)) + 1, int(x0):int(np.ceil(x1)) + 1] = True
+        shares.append(mask.mean())
+    return float(np.mean(shares))
+
+
+def deletion_insertion_auc(model, images, heatmaps, class_index=None, steps: int = 16, batch_size: int = 64):
+    """Deletion and insertion AUC (Petsiuk et al., 2018), per image: (deletion (N,), insertion (N,)).
+
+    Deletion greys out pixels from the most to the least salient and averages the class
+    probability over `steps` + 1 stages (lower is better); insertion reveals them on a blurred
+    image (higher is better)."""
+    import tensorflow as tf  # noqa: PLC0415
+
+    batch, _ = _as_batch(images)
+    maps = upsample_heatmap(heatmaps, batch.shape[1:3])
+    maps = maps[None] if maps.ndim == 2 else maps
+    classes = _explained_classes(model, batch, class_index)
+    blurred = tf.image.resize(tf.image.resize(batch, (batch.shape[1] // 8, batch.shape[2] // 8)), batch.shape[1:3]).numpy()
+    fractions = np.linspace(0, 1, steps + 1)
+    deletion, insertion = [], []
+    for image, blur, heat, cls in zip(batch, blurred, maps, classes):
+        order = np.argsort(-heat.ravel(), kind="stable")
+        rank = np.empty_like(order)
+        rank[order] = np.arange(order.size)
+        revealed = (rank[None] < (fractions[:, None] * order.size)).reshape(-1, *heat.shape)[..., None]
+        deleted = np.where(revealed, 127.5, image[None])
+        inserted = np.where(revealed, image[None], blur[None])
+        deletion.append(class_probabilities(model, deleted, batch_size)[:, cls].mean())
+        insertion.append(class_probabilities(model, inserted, batch_size)[:, cls].mean())
+    return np.array(deletion), np.array(insertion)
+
+
+def _spearman(a, b) -> float:
+    ranks_a = np.argsort(np.argsort(a.ravel())).astype(float)
+    ranks_b = np.argsort(np.argsort(b.ravel())).astype(float)
+    if ranks_a.std() == 0 or ranks_b.std() == 0:
+        return 0.0
+    return float(np.corrcoef(ranks_a, ranks_b)[0, 1])
+
+
+def randomisation_check(model, images, method: str = "Grad-CAM", layer_name=None, class_index=None,
+                        top_layers: int = 3, seed: int = 0, threshold: float = 0.5) -> dict:
+    """Model-randomisation sanity check (Adebayo et al., 2018), cascading from the top:
+    re-initialise the weights of the last `top_layers` layers that have weights (by default
+    reaching into the convolutional layers, so the explained activations change too), recompute
+    the maps and compare them with the originals by Spearman rank correlation per image. A
+    faithful method's maps change (low correlation); {"correlation": mean, "per_image": (N,),
+    "flagged": mean > threshold, "randomised": [layer names]}."""
+    import keras  # noqa: PLC0415
+
+    batch, _ = _as_batch(images)
+    classes = _explained_classes(model, batch, class_index)
+    original = explain(model, batch, method, layer_name, classes)
+    copy = keras.models.clone_model(model)
+    copy.set_weights(model.get_weights())
+    weighted = [layer for layer in copy.layers if layer.weights and not hasattr(layer, "layers")][-top_layers:]
+    rng = np.random.default_rng(seed)
+    for layer in weighted:
+        layer.set_weights([rng.normal(0, max(float(w.std()), 1e-3), w.shape).astype(w.dtype) for w in layer.get_weights()])
+    randomised = explain(copy, batch, method, layer_name, classes)
+    per_image = np.array([_spearman(a, b) for a, b in zip(original, randomised)])
+    return {"correlation": float(per_image.mean()), "per_image": per_image,
+            "flagged": bool(per_image.mean() > threshold), "randomised": [layer.name for layer in weighted]}
+
+
+def plot_cams(images, maps_by_method: dict, titles=None, boxes=None, alpha: float = 0.45, cmap: str = "jet"):
+    """A grid: one row per image, the image then one overlay per method; boxes (per image, list
+    of (x0, y0, x1, y1)) are drawn on every panel. Returns the figure."""
+    images = np.asarray(images)
+    methods = list(maps_by_method)
+    fig, axes = plt.subplots(len(images), 1 + len(methods), figsize=(2.2 * (1 + len(methods)), 2.3 * len(images)),
+                             squeeze=False)
+    for row, image in enumerate(images):
+        panels = [image.astype(np.uint8)] + [overlay_heatmap(image, maps_by_method[m][row], alpha, cmap) for m in methods]
+        for col, (ax, panel) in enumerate(zip(axes[row], panels)):
+            ax.imshow(panel)
+            ax.axis("off")
+            if row == 0:
+                ax.set_title("image" if col == 0 else methods[col - 1], fontsize=10)
+            for x0, y0, x1, y1 in (boxes[row] if boxes is not None else []):
+                ax.add_patch(plt.Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, lw=1, color="white"))
+        if titles is not None:
+            axes[row][0].set_title(titles[row], fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+_IMAGENET_NAMES: list = []
+
+
+def imagenet_label(index: int) -> str:
+    """The ImageNet class name for `index` (Keras downloads the index file once); offline "class N"
+    (the download is tried once per session)."""
+    import keras  # noqa: PLC0415
+
+    if not 0 <= index < 1000:
+        raise ValueError(f"ImageNet class index must be in 0..999, got {index}.")
+    if not _IMAGENET_NAMES:
+        try:
+            decoded = keras.applications.imagenet_utils.decode_predictions(np.eye(1000, dtype=np.float32), top=1)
+            _IMAGENET_NAMES.extend(row[0][1] for row in decoded)
+        except Exception:  # offline: the class-index file cannot be downloaded
+            _IMAGENET_NAMES.append(None)
+    return _IMAGENET_NAMES[index] if _IMAGENET_NAMES[0] is not None else f"class {index}"
+
+
+def densenet_with_new_head(n_classes: int = 200, weights="imagenet"):
+    """Seed 004's transfer-learning model: DenseNet169 without its top, global average pooling,
+    Dense 1024 ReLU and a softmax over `n_classes` (raw pixels in, see load_pretrained)."""
+    import keras  # noqa: PLC0415
+    from keras import layers  # noqa: PLC0415
+
+    base = load_pretrained("densenet169", include_top=False, weights=weights, input_shape=(224, 224, 3))
+    x = layers.GlobalAveragePooling2D(name="gap")(base.output)
+    x = layers.Dense(1024, activation="relu", name="fc1024")(x)
+    outputs = layers.Dense(n_classes, activation="softmax", name="predictions")(x)
+    model = keras.Model(base.inputs[0], outputs, name="densenet169_new_head")
+    model.pretrained = base.pretrained
+    return model
 
 
 # ---------------------------------------------------------------------------
@@ -1686,4 +2101,44 @@ def pattern_explorer(model, names=None, size: int = 64, max_filters: int = 64):
                          progress, status, grid_image])
     tree.layer_dropdown, tree.filter_range, tree.mode_buttons = layer_dropdown, filter_range, mode_buttons
     tree.compute_button, tree.progress, tree.grid_image, tree.status = compute_button, progress, grid_image, status
+    return tree
+
+
+def cam_explorer(model, images: dict, class_names, names=None, boxes: dict | None = None):
+    """An ipywidgets panel for class-activation maps: image, class, layer and method. Returns the
+    widget tree (VBox) with attributes image_dropdown, class_dropdown, layer_dropdown,
+    method_dropdown, overlay_image, status. images: {label: raw RGB (H, W, 3) at the model's
+    size}; boxes: optional {label: [(x0, y0, x1, y1), ...]} drawn on the overlay."""
+    import ipywidgets as widgets  # noqa: PLC0415
+
+    names = list(names) if names is not None else layer_names(model, kind="spatial")[-4:]
+    if not images:
+        raise ValueError("cam_explorer needs at least one image: {label: array (H, W, 3)}.")
+    image_dropdown = widgets.Dropdown(options=list(images), description="image")
+    class_dropdown = widgets.Dropdown(options=[("predicted", -1)] + [(n, i) for i, n in enumerate(class_names)],
+                                      description="class")
+    layer_dropdown = widgets.Dropdown(options=names, value=names[-1], description="layer")
+    method_dropdown = widgets.Dropdown(options=[*CAM_METHODS, "Occlusion"], description="method")
+    overlay_image = widgets.Image(format="png")
+    status = widgets.HTML()
+
+    def show(*_):
+        try:
+            label = image_dropdown.value
+            cls = None if class_dropdown.value < 0 else class_dropdown.value
+            heat = explain(model, images[label][None], method_dropdown.value, layer_dropdown.value, cls)
+            fig = plot_cams(images[label][None], {method_dropdown.value: heat},
+                            boxes=[boxes[label]] if boxes and label in boxes else None)
+            overlay_image.value = _figure_png(fig)
+            status.value = "map is all zero" if heat.max() == 0 else ""
+        except Exception as exc:  # shown to the user in the widget, never swallowed
+            status.value = f"<b style='color:red'>{type(exc).__name__}: {exc}</b>"
+
+    for control in (image_dropdown, class_dropdown, layer_dropdown, method_dropdown):
+        control.observe(show, "value")
+    show()
+    tree = widgets.VBox([widgets.HBox([image_dropdown, class_dropdown]), widgets.HBox([layer_dropdown, method_dropdown]),
+                         status, overlay_image])
+    tree.image_dropdown, tree.class_dropdown, tree.layer_dropdown = image_dropdown, class_dropdown, layer_dropdown
+    tree.method_dropdown, tree.overlay_image, tree.status = method_dropdown, overlay_image, status
     return tree

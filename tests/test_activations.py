@@ -295,3 +295,20 @@ def test_activation_explorer_shows_errors(functional):
     assert "expects images of shape" in explorer.status.value
     with pytest.raises(ValueError, match="at least one image"):
         helpers.activation_explorer(functional, {})
+
+
+def test_cache_never_confuses_two_models_with_the_same_id():
+    cache = {}
+
+    class Fake:
+        pass
+
+    first = Fake()
+    assert helpers._cached(cache, first, ("k",), lambda: "first") == "first"
+    assert helpers._cached(cache, first, ("k",), lambda: "again") == "first"  # memoised
+    key = (id(first), "k")
+    cache[key] = (Fake(), "stale")  # an entry left by another object that had the same id
+    assert helpers._cached(cache, first, ("k",), lambda: "rebuilt") == "rebuilt"
+    for i in range(20):
+        helpers._cached(cache, Fake(), (i,), lambda: i, size=16)
+    assert len(cache) == 16

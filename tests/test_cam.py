@@ -1,0 +1,314 @@
+import os
+import warnings
+from types import SimpleNamespace
+
+import keras
+import matplotlib.pyplot as plt
+import numpy as np
+import pytest
+import tensorflow as tf
+from keras import layers
+
+import helpers
+
+RNG = np.random.default_rng(0)
+IMAGES = RNG.uniform(0, 255, (3, 24, 24, 3)).astype("float32")
+
+
+def _softmax_net(seed=0):
+    keras.utils.set_random_seed(seed)
+    inputs = keras.Input((24, 24, 3))
+    x = layers.Rescaling(1 / 255)(inputs)
+    x = layers.Conv2D(4, 3, activation="relu", name="conv")(x)
+    x = layers.Conv2D(5, 3, activation="relu", name="last")(x)
+    x = layers.GlobalAveragePooling2D(name="gap")(x)
+    return keras.Model(inputs, layers.Dense(3, activation="softmax", name="out")(x), name="softmax_net")
+
+
+def _reference_cam(model, images, cls, layer="last", negate=False):
+    """Straightforward Grad-CAM: eager tape, per-image pooled gradients, ReLU, divide by max."""
+    upto = keras.Model(model.inputs[0], model.get_layer(layer).output)
+    dense = model.layers[-1]
+    with tf.GradientTape() as tape:
+        acts = upto(images)
+        tape.watch(acts)
+        x = acts
+        for lay in model.layers[model.layers.index(model.get_layer(layer)) + 1:-1]:
+            x = lay(x)
+        logits = tf.matmul(x, dense.kernel) + dense.bias
+        score = -logits[:, cls] if negate else logits[:, cls]
+    grads = tape.gradient(score, acts).numpy()
+    cam = np.maximum((acts.numpy() * grads.mean(axis=(1, 2), keepdims=True)).sum(-1), 0)
+    peak = cam.max(axis=(1, 2), keepdims=True)
+    return np.divide(cam, peak, out=np.zeros_like(cam), where=peak > 0)
+
+
+@pytest.fixture(scope="module")
+def softmax_net():
+    return _softmax_net()
+
+
+def test_grad_cam_matches_reference_and_is_bounded(softmax_net):
+    heat = helpers.grad_cam(softmax_net, IMAGES, "last", class_index=2)
+    assert heat.shape == (3, 20, 20) and heat.dtype == np.float32
+    assert np.isfinite(heat).all() and heat.min() >= 0 and heat.max() <= 1
+    np.testing.assert_allclose(heat, _reference_cam(softmax_net, IMAGES, 2), atol=1e-5)
+
+
+def test_batch_equals_single_and_per_image_classes(softmax_net):
+    classes = np.array([0, 2, 1])
+    batch = helpers.grad_cam(softmax_net, IMAGES, "last", class_index=classes)
+    for i, cls in enumerate(classes):
+        np.testing.assert_allclose(batch[i], helpers.grad_cam(softmax_net, IMAGES[i], "last", class_index=int(cls))[0],
+                                   atol=1e-5)
+
+
+def test_predicted_class_is_the_default(softmax_net):
+    predicted = softmax_net.predict(IMAGES, verbose=0).argmax(axis=1)
+    heat, used = helpers.grad_cam(softmax_net, IMAGES, "last", return_classes=True)
+    np.testing.assert_array_equal(used, predicted)
+    np.testing.assert_allclose(heat, helpers.grad_cam(softmax_net, IMAGES, "last", class_index=predicted), atol=1e-6)
+
+
+def test_default_layer_is_the_last_spatial_one(softmax_net):
+    assert helpers.last_spatial_layer(softmax_net) == "last"
+    np.testing.assert_allclose(helpers.grad_cam(softmax_net, IMAGES, class_index=1),
+                               helpers.grad_cam(softmax_net, IMAGES, "last", class_index=1))
+
+
+def test_compiled_once_per_model_and_layer(softmax_net):
+    for batch, cls in ((IMAGES[:1], 0), (IMAGES, 1), (IMAGES[:2], None)):
+        helpers.grad_cam(softmax_net, batch, "conv", class_index=cls)
+    run, _ = helpers._CAM_CACHE[(id(softmax_net), "conv")][1]
+    assert run.experimental_get_tracing_count() == 1
+
+
+def _binary_net():
+    keras.utils.set_random_seed(3)
+    inputs = keras.Input((24, 24, 3))
+    x = layers.Rescaling(1 / 255)(inputs)
+    x = layers.Conv2D(6, 3, activation="relu", name="last")(x)
+    x = layers.Flatten(name="flat")(x)
+    return keras.Model(inputs, layers.Dense(1, activation="sigmoid", name="out")(x), name="binary_net")
+
+
+def test_binary_head_convention():
+    model = _binary_net()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        one = helpers.grad_cam(model, IMAGES, class_index=1)
+        zero = helpers.grad_cam(model, IMAGES, class_index=0)
+    np.testing.assert_allclose(one, _reference_cam(model, IMAGES, 0), atol=1e-5)
+    np.testing.assert_allclose(zero, _reference_cam(model, IMAGES, 0, negate=True), atol=1e-5)
+    _, used = helpers.grad_cam(model, IMAGES, return_classes=True)
+    np.testing.assert_array_equal(used, (model.predict(IMAGES, verbose=0)[:, 0] > 0.5).astype(int))
+    with pytest.raises(ValueError, match=r"class_index 2 is out of range.*0\.\.1.*single sigmoid"):
+        helpers.grad_cam(model, IMAGES, class_index=2)
+
+
+def test_all_zero_map_stays_zero_and_is_reported():
+    model = _binary_net()
+    dense = model.get_layer("out")
+    dense.set_weights([np.abs(dense.get_weights()[0]) + 0.01, dense.get_weights()[1]])
+    with pytest.warns(RuntimeWarning, match="3 of 3 maps are all zero"):
+        heat = helpers.grad_cam(model, IMAGES, class_index=0)  # -logit only falls as activations grow
+    assert (heat == 0).all() and np.isfinite(heat).all()
+
+
+@pytest.mark.parametrize("kind", ["sequential_input", "sequential_no_input", "nested"])
+def test_sequential_and_nested_models(kind, softmax_net):
+    conv, last, dense = (softmax_net.get_layer(n) for n in ("conv", "last", "out"))
+    if kind == "nested":
+        base = keras.Model(softmax_net.inputs[0], last.output, name="base")
+        model = keras.Sequential([keras.Input((24, 24, 3)), base, layers.GlobalAveragePooling2D(), dense])
+    else:
+        stack = [layers.Rescaling(1 / 255), conv, last, layers.GlobalAveragePooling2D(), dense]
+        model = keras.Sequential(([keras.Input((24, 24, 3))] if kind == "sequential_input" else []) + stack)
+        model(IMAGES[:1])
+    heat = helpers.grad_cam(model, IMAGES, "last", class_index=1)
+    np.testing.assert_allclose(heat, helpers.grad_cam(softmax_net, IMAGES, "last", class_index=1), atol=1e-5)
+
+
+def test_mixed_precision_model_gives_float32_maps():
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((24, 24, 3))
+    x = layers.Rescaling(1 / 255, dtype="mixed_float16")(inputs)
+    x = layers.Conv2D(5, 3, activation="relu", name="last", dtype="mixed_float16")(x)
+    x = layers.GlobalAveragePooling2D(dtype="mixed_float16")(x)
+    model = keras.Model(inputs, layers.Dense(3, activation="softmax", name="out", dtype="float32")(x))
+    heat = helpers.grad_cam(model, IMAGES, class_index=1)
+    assert heat.dtype == np.float32 and np.isfinite(heat).all() and heat.max() == pytest.approx(1.0)
+
+
+def test_bad_requests_are_clear(softmax_net):
+    with pytest.raises(ValueError, match=r"No layer named 'lst'.*closest: last"):
+        helpers.grad_cam(softmax_net, IMAGES, "lst")
+    with pytest.raises(ValueError, match="'gap' has output shape.*comes after the convolutional part"):
+        helpers.grad_cam(softmax_net, IMAGES, "gap")
+    with pytest.raises(ValueError, match=r"class_index 3 is out of range.*0\.\.2"):
+        helpers.grad_cam(softmax_net, IMAGES, "last", class_index=3)
+    with pytest.raises(ValueError, match=r"expects images of shape \(24, 24, 3\), got \(32, 32, 3\)"):
+        helpers.grad_cam(softmax_net, np.zeros((32, 32, 3)), "last")
+    with pytest.raises(ValueError, match="method must be one of"):
+        helpers.explain(softmax_net, IMAGES, "LIME")
+
+
+# ---- a model that only looks at red: every method must point at the red square ------
+
+@pytest.fixture(scope="module")
+def red_model():
+    inputs = keras.Input((32, 32, 3))
+    x = layers.Rescaling(1 / 255)(inputs)
+    red = layers.Conv2D(2, 1, activation="relu", name="red")
+    x = red(x)
+    x = layers.GlobalAveragePooling2D()(x)
+    out = layers.Dense(1, activation="sigmoid", name="out")
+    model = keras.Model(inputs, out(x))
+    red.set_weights([np.array([[[[1.0, 0.0], [-1.0, 0.0], [-1.0, 1.0]]]], np.float32), np.zeros(2, np.float32)])
+    out.set_weights([np.array([[40.0], [0.0]], np.float32), np.array([-2.0], np.float32)])
+    return model
+
+
+def _red_square(y, x, size=8):
+    image = np.zeros((32, 32, 3), np.float32)
+    image[..., 2] = 30  # faint blue everywhere
+    image[y:y + size, x:x + size] = (255, 0, 0)
+    return image
+
+
+@pytest.mark.parametrize("method", ["Grad-CAM", "Grad-CAM++", "Score-CAM", "Occlusion"])
+def test_every_method_points_at_the_red_square(red_model, method):
+    images = np.stack([_red_square(4, 20), _red_square(18, 6)])
+    boxes = [[(20, 4, 27, 11)], [(6, 18, 13, 25)]]
+    heat = helpers.explain(red_model, images, method, layer_name="red", class_index=1)
+    assert np.isfinite(heat).all() and heat.min() >= 0 and heat.max() <= 1
+    assert helpers.pointing_game(heat, boxes, 32) == 1.0
+    assert helpers.random_point_baseline(boxes, 32) == pytest.approx(64 / 1024)
+
+
+def test_occlusion_shape_and_errors(red_model):
+    heat = helpers.occlusion_sensitivity(red_model, _red_square(0, 0), class_index=1, patch=8, stride=4)
+    assert heat.shape == (1, 32, 32)
+    with pytest.raises(ValueError, match="patch and stride"):
+        helpers.occlusion_sensitivity(red_model, _red_square(0, 0), patch=64)
+
+
+def test_deletion_and_insertion_reward_a_good_map(red_model):
+    image = _red_square(10, 10)
+    good = helpers.grad_cam(red_model, image, "red", class_index=1)
+    bad = 1 - helpers.upsample_heatmap(good, 32)
+    deletion_good, insertion_good = helpers.deletion_insertion_auc(red_model, image, good, class_index=1)
+    deletion_bad, insertion_bad = helpers.deletion_insertion_auc(red_model, image, bad, class_index=1)
+    assert deletion_good[0] < deletion_bad[0] and insertion_good[0] > insertion_bad[0]
+
+
+def test_randomisation_check_flags_a_model_blind_method(softmax_net):
+    result = helpers.randomisation_check(softmax_net, IMAGES, "Grad-CAM", "last", class_index=1, top_layers=1)
+    assert result["randomised"] == ["out"] and result["per_image"].shape == (3,)
+    assert -1 <= result["correlation"] <= 1
+
+    def edge_detector(model, images, layer_name=None, class_index=None):  # ignores the model entirely
+        return helpers._minmax(np.abs(np.diff(np.asarray(images).mean(-1), axis=1))[:, :20, :20])
+
+    blind = helpers.randomisation_check(softmax_net, IMAGES, edge_detector, "last", top_layers=1)
+    assert blind["flagged"] and blind["correlation"] == pytest.approx(1.0)
+
+
+# ---- overlays and plots -------------------------------------------------------------
+
+def test_upsample_and_overlay():
+    heat = np.zeros((4, 4), np.float32)
+    heat[0, 0] = 1
+    assert helpers.upsample_heatmap(heat, 16).shape == (16, 16)
+    assert helpers.upsample_heatmap(np.stack([heat, heat]), (8, 12)).shape == (2, 8, 12)
+    image = np.full((16, 16, 3), 100, np.float32)
+    assert (helpers.overlay_heatmap(image, heat, alpha=0.0) == 100).all()
+    full = helpers.overlay_heatmap(image, heat, alpha=1.0, cmap="viridis")
+    assert full.dtype == np.uint8 and full.shape == (16, 16, 3)
+    np.testing.assert_allclose(full[15, 15], np.array(plt.colormaps["viridis"](0.0)[:3]) * 255, atol=1)
+    with pytest.raises(ValueError, match="alpha must be"):
+        helpers.overlay_heatmap(image, heat, alpha=2)
+    with pytest.raises(ValueError, match=r"\(h, w\) or \(N, h, w\)"):
+        helpers.upsample_heatmap(np.zeros((1, 2, 3, 4)), 8)
+
+
+def test_pointing_game_uses_the_centre_of_a_plateau():
+    heat = np.zeros((1, 10, 10), np.float32)
+    heat[0, 2:8, 2:8] = 1.0  # centre (4.5, 4.5)
+    assert helpers.pointing_game(heat, [[(4, 4, 5, 5)]], 10) == 1.0
+    assert helpers.pointing_game(heat, [[(1, 1, 2, 2)]], 10) == 0.0
+    assert helpers.pointing_game(np.zeros((1, 10, 10)), [[(0, 0, 9, 9)]], 10) == 0.0  # points nowhere
+
+
+def test_pointing_game_checks_lengths_and_plot_cams():
+    with pytest.raises(ValueError, match="2 heatmaps but 1 box lists"):
+        helpers.pointing_game(np.zeros((2, 4, 4)), [[(0, 0, 1, 1)]], 8)
+    fig = helpers.plot_cams(np.zeros((2, 8, 8, 3)), {"A": np.zeros((2, 4, 4)), "B": np.ones((2, 4, 4))},
+                            boxes=[[(1, 1, 3, 3)], []])
+    assert len(fig.axes) == 6 and len(fig.axes[1].patches) == 1
+    plt.close(fig)
+
+
+def test_imagenet_label_names_or_falls_back():
+    label = helpers.imagenet_label(281)
+    assert label in ("tabby", "class 281")
+    with pytest.raises(ValueError, match="0..999"):
+        helpers.imagenet_label(1000)
+
+
+def test_densenet_with_new_head_structure_and_cam():
+    model = helpers.densenet_with_new_head(weights=None)
+    assert model.output_shape == (None, 200) and model.get_layer("fc1024").units == 1024
+    heat = helpers.grad_cam(model, RNG.uniform(0, 255, (224, 224, 3)), "conv5_block32_concat", class_index=7)
+    assert heat.shape == (1, 7, 7) and np.isfinite(heat).all()
+
+
+def test_cam_explorer_updates_and_reports(softmax_net):
+    explorer = helpers.cam_explorer(softmax_net, {"a": IMAGES[0], "b": IMAGES[1]}, ["x", "y", "z"], names=["conv", "last"],
+                                    boxes={"a": [(1, 1, 5, 5)]})
+    first = explorer.overlay_image.value
+    assert first[:4] == b"\x89PNG" and "Error" not in explorer.status.value
+    explorer.method_dropdown.value = "Occlusion"
+    assert explorer.overlay_image.value != first
+    explorer.image_dropdown.value = "b"
+    explorer.class_dropdown.value = 2
+    assert "Error" not in explorer.status.value
+    bad = helpers.cam_explorer(softmax_net, {"big": np.zeros((30, 30, 3))}, ["x", "y", "z"])
+    assert "expects images of shape" in bad.status.value
+
+
+# ---- the real thing: a quickly trained mini-VGG on toy pets localises the dogs -------
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    home = tmp_path_factory.mktemp("trained")
+    paths = SimpleNamespace(root=home, data=home / "data", outputs=home, models=home / "models", figures=home / "figs")
+    for folder in (paths.data, paths.models, paths.figures):
+        folder.mkdir()
+    old = os.environ.get("CNNVIS_QUICK")
+    os.environ["CNNVIS_QUICK"] = "1"
+    try:
+        model, classes, root = helpers.trained_mini_vgg(paths)
+    finally:
+        os.environ.pop("CNNVIS_QUICK") if old is None else os.environ.__setitem__("CNNVIS_QUICK", old)
+    return model, classes, root
+
+
+def test_pointing_game_beats_random_points_after_training(trained):
+    model, classes, root = trained
+    boxes = helpers.load_boxes(root)
+    dogs = sorted(k for k in boxes if k.startswith("validation/dogs/"))
+    images = np.stack([helpers.load_image(root / f) for f in dogs])
+    dog_boxes = [list(boxes[f].values()) for f in dogs]
+    heat = helpers.grad_cam(model, images, class_index=classes.index("dogs"))
+    score, baseline = helpers.pointing_game(heat, dog_boxes, 160), helpers.random_point_baseline(dog_boxes, 160)
+    assert score >= baseline + 0.4, (score, baseline)
+
+
+def test_grad_cam_maps_change_when_the_trained_head_is_randomised(trained):
+    model, classes, root = trained
+    dogs = sorted((root / "validation" / "dogs").iterdir())[:8]
+    images = np.stack([helpers.load_image(p) for p in dogs])
+    result = helpers.randomisation_check(model, images, "Grad-CAM", class_index=classes.index("dogs"))
+    assert result["randomised"] == ["block3_conv1", "dense", "prediction"]
+    assert not result["flagged"] and result["correlation"] < 0.5, result
