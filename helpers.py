@@ -933,6 +933,9 @@ def load_pretrained(name: str = "resnet50", include_top: bool = True, weights="i
         pretrained = False
     if local_file is not None:
         model.load_weights(local_file, skip_mismatch=False)
+    # rebuilt on the single input tensor (the application's input is a one-element list, and Keras
+    # warns on every call with a plain tensor); layers and weights are the same objects
+    model = keras.Model(inputs, model.output, name=model.name)
     model.pretrained = pretrained
     return model
 

@@ -256,6 +256,22 @@ def test_load_pretrained_offline_falls_back_with_one_banner(capsys):
     assert helpers.get_activations(model, IMAGES[0], ["conv1_conv"])["conv1_conv"].shape == (16, 16, 64)
 
 
+@pytest.mark.parametrize("name, mode", [("resnet50", "caffe"), ("densenet169", "torch")])
+def test_pretrained_preprocessing_matches_keras_and_passes_gradients(name, mode):
+    import tensorflow as tf
+
+    model = helpers.load_pretrained(name, include_top=False, weights=None, input_shape=(32, 32, 3))
+    x = tf.constant(IMAGES)
+    layer = model.get_layer("imagenet_preprocess")
+    np.testing.assert_allclose(layer(x), keras.applications.imagenet_utils.preprocess_input(IMAGES.copy(), mode=mode),
+                               rtol=1e-5, atol=1e-4)
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        total = tf.reduce_sum(model(x))
+    grads = tape.gradient(total, x)
+    assert grads is not None and float(tf.reduce_max(tf.abs(grads))) > 0
+
+
 def test_load_pretrained_bad_arguments(tmp_path):
     with pytest.raises(ValueError, match="Unknown pretrained model 'vgg99'"):
         helpers.load_pretrained("vgg99")
