@@ -2002,11 +2002,15 @@ def activation_explorer(model, images: dict, names=None, cmap: str = "viridis"):
     images: {label: raw RGB array (H, W, 3)}, already at the model's input size. names: layers to
     offer (default: every spatial layer). Activations are computed once per image (all layers in
     one pass) and cached; sliders update on release (continuous_update=False); errors from a
-    callback are shown in `status`, not swallowed.
+    callback are shown in `status`, not swallowed. The default layers are the spatial ones from
+    the first convolution on (input scaling layers have nothing to show).
     """
     import ipywidgets as widgets  # noqa: PLC0415
 
-    names = list(names) if names is not None else layer_names(model, kind="spatial")
+    if names is None:
+        spatial, convs = layer_names(model, kind="spatial"), layer_names(model, kind="conv")
+        names = spatial[spatial.index(convs[0]):] if convs and convs[0] in spatial else spatial
+    names = list(names)
     if not images:
         raise ValueError("activation_explorer needs at least one image: {label: array (H, W, 3)}.")
     cache: dict[str, dict[str, np.ndarray]] = {}

@@ -15,6 +15,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import helpers  # noqa: E402
+from timing import best_of  # noqa: E402
 
 
 def seed_grid(fmap, images_per_row=16):
@@ -34,22 +35,13 @@ def seed_grid(fmap, images_per_row=16):
     return display_grid
 
 
-def best_of(fn, repeats=5):
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return min(times)
-
-
 def main():
     rng = np.random.default_rng(0)
     print("tiling (16 per row), best of 5:")
     for shape in ((28, 28, 512), (7, 7, 2048)):
         fmap = rng.normal(size=shape).astype("float32")
         assert np.abs(helpers.tile_channels(fmap).astype(int) - seed_grid(fmap)).max() <= 1  # float rounding
-        ours, seeds = best_of(lambda: helpers.tile_channels(fmap)), best_of(lambda: seed_grid(fmap))
+        ours, seeds = best_of(lambda: helpers.tile_channels(fmap), 5), best_of(lambda: seed_grid(fmap), 5)
         print(f"  {shape}: ours {ours * 1e3:7.2f} ms  seeds' loop {seeds * 1e3:7.2f} ms  ratio {seeds / ours:6.1f}x")
 
     import keras

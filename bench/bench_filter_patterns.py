@@ -9,7 +9,6 @@ the memory budget, read from the process's max RSS in a fresh subprocess.
 Usage: python bench/bench_filter_patterns.py [--layer conv3_block4_out] [--filters 64]
 """
 import argparse
-import resource
 import subprocess
 import sys
 import time

@@ -17,6 +17,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import helpers  # noqa: E402
+from timing import best_of  # noqa: E402
 
 LAYER = "conv5_block32_concat"
 
@@ -32,16 +33,6 @@ def keras_example_cam(grad_model, image):
     pooled = tf.reduce_mean(grads, axis=(0, 1, 2))
     heat = tf.squeeze(conv_out[0] @ pooled[..., None])
     return (tf.maximum(heat, 0) / (tf.reduce_max(heat) + 1e-12)).numpy()
-
-
-def best_of(fn, repeats=3):
-    fn()  # warm-up: tracing and first-call costs
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return min(times)
 
 
 def main():

@@ -306,6 +306,11 @@ def test_activation_explorer_updates_on_slider_and_layer(functional):
     assert explorer.grid_image.value != before
 
 
+def test_activation_explorer_starts_at_the_first_convolution(functional):
+    explorer = helpers.activation_explorer(functional, {"a": IMAGES[0]})
+    assert explorer.layer_dropdown.options[0] == "block0_conv1" and "rescale" not in explorer.layer_dropdown.options
+
+
 def test_activation_explorer_shows_errors(functional):
     explorer = helpers.activation_explorer(functional, {"bad": np.zeros((40, 40, 3))}, names=["block0_conv1"])
     assert "expects images of shape" in explorer.status.value

@@ -68,7 +68,7 @@ def test_prepare_from_nested_competition_zip(tmp_path):
 
 
 def test_prepare_from_petimages_folder_converts_non_rgb(tmp_path):
-    for label, folder in (("cats", "Cat"), ("dogs", "Dog")):
+    for folder in ("Cat", "Dog"):
         (tmp_path / "PetImages" / folder).mkdir(parents=True)
         for i in range(3):
             (tmp_path / "PetImages" / folder / f"{i}.jpg").write_bytes(_jpeg_bytes(128, mode="L"))

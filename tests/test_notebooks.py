@@ -1,0 +1,38 @@
+"""The notebooks' shared structure: header, identical setup cell, short cells, checked fingerprints."""
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+NOTEBOOKS = sorted((Path(__file__).resolve().parents[1] / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+
+
+def _cells(path):
+    return json.loads(path.read_text())["cells"]
+
+
+def _source(cell):
+    return "".join(cell["source"])
+
+
+def test_the_five_numbered_notebooks_exist():
+    assert [p.name[:2] for p in NOTEBOOKS] == ["00", "01", "02", "03", "04"]
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_header_badge_and_identical_setup_cell(path):
+    cells = _cells(path)
+    header = _source(cells[0])
+    assert cells[0]["cell_type"] == "markdown" and header.startswith("# ")
+    assert "colab.research.google.com/github/" in header and header.rstrip().endswith(f"notebooks/{path.name})")
+    assert _source(cells[1]) == _source(_cells(NOTEBOOKS[0])[1])
+    assert "import helpers" in _source(cells[1])
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_code_cells_are_short_and_fingerprints_are_checked(path):
+    code = [_source(c) for c in _cells(path)[2:] if c["cell_type"] == "code"]
+    assert all(len(src.splitlines()) <= 12 for src in code), "keep logic in helpers.py"
+    assert any(src.startswith("# NBVAL_CHECK_OUTPUT") for src in code)
+    assert not any(re.search(r"^\s*(def|class)\s", src, re.M) for src in code), "functions belong in helpers.py"
