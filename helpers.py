@@ -36,7 +36,10 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
 # TensorFlow is imported lazily by the functions that need it, so that `import helpers`
-# (and the unit tests of pure-numpy code) stay fast and quiet.
+# (and the unit tests of pure-numpy code) stay fast and quiet. Its C++ runtime warnings (such as
+# "Allocation exceeds 10% of free system memory", which depend on the machine's load) would
+# otherwise land in whichever notebook cell is running.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 # Inline figures at screen resolution, as JPEG (noisy activation grids compress ~5x better than
 # PNG), keep notebooks small; save_figure writes PNG files at 300 dpi.

@@ -312,3 +312,25 @@ def test_grad_cam_maps_change_when_the_trained_head_is_randomised(trained):
     result = helpers.randomisation_check(model, images, "Grad-CAM", class_index=classes.index("dogs"))
     assert result["randomised"] == ["block3_conv1", "dense", "prediction"]
     assert not result["flagged"] and result["correlation"] < 0.5, result
+
+
+def test_class_probabilities_for_sigmoid_and_softmax(red_model, softmax_net):
+    probs = helpers.class_probabilities(red_model, np.stack([_red_square(0, 0), np.zeros((32, 32, 3), np.float32)]))
+    assert probs.shape == (2, 2) and np.allclose(probs.sum(axis=1), 1)
+    assert probs[0, 1] > probs[1, 1]  # the red square raises P(class 1)
+    soft = helpers.class_probabilities(softmax_net, IMAGES, batch_size=2)
+    np.testing.assert_allclose(soft, softmax_net.predict(IMAGES, verbose=0), rtol=1e-5)
+
+
+def test_grad_cam_plus_plus_and_score_cam_directly(red_model):
+    image = _red_square(8, 8)
+    plus = helpers.grad_cam_plus_plus(red_model, image, "red", class_index=1)
+    assert plus.shape == (1, 32, 32) and plus.max() == pytest.approx(1.0)
+    score = helpers.score_cam(red_model, image, "red", class_index=1, max_channels=2)
+    assert score.shape == (1, 32, 32)
+    assert helpers.pointing_game(score, [[(8, 8, 15, 15)]], 32) == 1.0
+    # max_channels keeps the channels with the highest mean activation: here the faint blue
+    # background channel, whose mask alone lowers P(red), so the map is empty (and reported)
+    with pytest.warns(RuntimeWarning, match="all zero"):
+        only_background = helpers.score_cam(red_model, image, "red", class_index=1, max_channels=1)
+    assert (only_background == 0).all()

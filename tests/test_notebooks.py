@@ -36,3 +36,17 @@ def test_code_cells_are_short_and_fingerprints_are_checked(path):
     assert all(len(src.splitlines()) <= 12 for src in code), "keep logic in helpers.py"
     assert any(src.startswith("# NBVAL_CHECK_OUTPUT") for src in code)
     assert not any(re.search(r"^\s*(def|class)\s", src, re.M) for src in code), "functions belong in helpers.py"
+
+
+PURE_HELPERS = {"quick_or_full", "pattern_grid", "keras3_resnet_name", "np"}
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_checked_cells_only_print_what_earlier_cells_computed(path):
+    """TensorFlow's runtime messages land in whichever cell is running; a checked cell that runs
+    models would compare them too. Checked cells may call only pure helpers."""
+    for cell in _cells(path):
+        src = _source(cell)
+        if cell["cell_type"] == "code" and src.startswith("# NBVAL_CHECK_OUTPUT"):
+            called = set(re.findall(r"helpers\.(\w+)", src))
+            assert called <= PURE_HELPERS, f"{path.name}: checked cell computes with {called - PURE_HELPERS}"

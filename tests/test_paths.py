@@ -61,3 +61,10 @@ def test_save_figure_rejects_paths():
     with pytest.raises(ValueError, match="plain file stem"):
         helpers.save_figure(fig, "../escape")
     plt.close(fig)
+
+
+def test_in_colab_follows_colab_markers(monkeypatch):
+    monkeypatch.delenv("COLAB_RELEASE_TAG", raising=False)
+    assert helpers.in_colab() is False
+    monkeypatch.setenv("COLAB_RELEASE_TAG", "release-2026")
+    assert helpers.in_colab() is True
