@@ -1305,6 +1305,8 @@ def truncated_model(model, layer_name: str, size: int):
     if not _spatial(layer):
         raise ValueError(f"Layer {layer_name!r} has output shape {tuple(layer.output.shape)}: filter patterns need a "
                          "spatial (N, H, W, C) layer; pick one from layer_names(model, kind='spatial').")
+    too_small = ValueError(f"size={size} is too small for layer {layer_name!r}: its output would be empty; "
+                           "try size=64 or larger.")
     expected = tuple(_model_input(model).shape[1:3])
     try:
         if expected in ((None, None), (size, size)):
@@ -1313,14 +1315,12 @@ def truncated_model(model, layer_name: str, size: int):
             cut = keras.Model(inputs, inner(inputs))
         else:
             cut = _replay_to(model, layer_name, (size, size, 3))
-    except ValueError as exc:
+    except ValueError as exc:  # Keras reports an empty output as a negative dimension
         if "too small" in str(exc) or "negative" in str(exc).lower() or "must be" in str(exc):
-            raise ValueError(f"size={size} is too small for layer {layer_name!r}: its output would be empty; "
-                             "try size=64 or larger.") from None
+            raise too_small from None
         raise
     if any(d is not None and d < 1 for d in cut.output.shape[1:3]):
-        raise ValueError(f"size={size} is too small for layer {layer_name!r}: its output would be empty; "
-                         "try size=64 or larger.")
+        raise too_small
     return cut
 
 
