@@ -35,10 +35,10 @@ import matplotlib.pyplot as plt
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
-# TensorFlow is imported lazily by the functions that need it, so that `import helpers`
-# (and the unit tests of pure-numpy code) stay fast and quiet. Its C++ runtime warnings (such as
-# "Allocation exceeds 10% of free system memory", which depend on the machine's load) would
-# otherwise land in whichever notebook cell is running.
+# TensorFlow is imported lazily (by _tensorflow), so that `import helpers` and the unit tests of
+# pure-numpy code stay fast. Its C++ runtime warnings (such as "Allocation exceeds 10% of free
+# system memory", which depend on the machine's load) would otherwise land in whichever notebook
+# cell is running.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 # Inline figures at screen resolution, as JPEG (noisy activation grids compress ~5x better than
@@ -63,6 +63,40 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
 # ---------------------------------------------------------------------------
 # 1. Paths and Colab
 # ---------------------------------------------------------------------------
+
+
+def _tensorflow():
+    """Import TensorFlow once and return the module, keeping its start-up lines out of notebooks.
+
+    TF 2.21 writes absl and oneDNN banners straight to file descriptor 2 while it is imported,
+    whatever TF_CPP_MIN_LOG_LEVEL says; a notebook shows them as a red block in whichever cell
+    first needs TensorFlow. While TF_CPP_MIN_LOG_LEVEL >= 2 (our default) they are captured and
+    dropped; if the import fails they are printed before the error is raised.
+    """
+    if "tensorflow" in sys.modules or int(os.environ.get("TF_CPP_MIN_LOG_LEVEL") or 0) < 2:
+        import tensorflow  # noqa: PLC0415
+        return tensorflow
+    sys.stderr.flush()
+    with tempfile.TemporaryFile() as captured:
+        saved_fd = os.dup(2)
+        os.dup2(captured.fileno(), 2)
+        try:
+            import tensorflow  # noqa: PLC0415
+        finally:
+            os.dup2(saved_fd, 2)
+            os.close(saved_fd)
+            if "tensorflow" not in sys.modules:  # the import failed: show what TF printed
+                captured.seek(0)
+                sys.stderr.write(captured.read().decode(errors="replace"))
+    return tensorflow
+
+
+def _keras():
+    """Import Keras 3 (through _tensorflow, so TensorFlow's start-up lines stay quiet)."""
+    _tensorflow()
+    import keras  # noqa: PLC0415
+    return keras
+
 
 def in_colab() -> bool:
     """True when running inside Google Colab."""
@@ -113,7 +147,7 @@ def project_paths(create: bool = True) -> SimpleNamespace:
 
 def gpu_report() -> str:
     """One line naming the visible GPUs, or saying there are none and how to get one in Colab."""
-    import tensorflow as tf  # noqa: PLC0415
+    tf = _tensorflow()
 
     gpus = tf.config.list_physical_devices("GPU")
     if gpus:
@@ -125,6 +159,14 @@ def gpu_report() -> str:
     hint = (" In Colab: Runtime > Change runtime type > Hardware accelerator: GPU, then rerun."
             if in_colab() else " Training runs on the CPU (slower, fine in quick mode).")
     return "No GPU visible." + hint
+
+
+def runtime_report() -> str:
+    """Two lines: TensorFlow, Keras and Python versions with the Colab and quick-mode flags; then gpu_report()."""
+    tf, keras = _tensorflow(), _keras()
+    python = ".".join(map(str, sys.version_info[:3]))
+    return (f"TensorFlow {tf.__version__}, Keras {keras.__version__}, Python {python}; "
+            f"in Colab: {in_colab()}; quick mode: {quick_mode()}\n{gpu_report()}")
 
 
 def save_figure(fig, name: str, folder: Path | None = None, dpi: int = 300) -> Path:
@@ -473,8 +515,8 @@ def load_image_folders(root, image_size=(160, 160), batch_size: int = 20, seed: 
     Decoded images are cached in memory as uint8 (a file cache silently reuses stale data) and
     the training set is reshuffled every epoch.
     """
-    import tensorflow as tf  # noqa: PLC0415
-    import keras  # noqa: PLC0415
+    tf = _tensorflow()
+    keras = _keras()
 
     root = Path(root)
     classes = _check_image_folders(root)
@@ -644,7 +686,7 @@ def find_dataset(paths=None, image_size: int = 160) -> tuple[Path, str]:
 def training_strategy(devices=None):
     """A tf.distribute strategy: MirroredStrategy over `devices` (default: the visible GPUs)
     when there are two or more, otherwise the default single-device strategy."""
-    import tensorflow as tf  # noqa: PLC0415
+    tf = _tensorflow()
 
     if devices is None:
         devices = [d.name.replace("physical_device:", "") for d in tf.config.list_physical_devices("GPU")]
@@ -669,9 +711,9 @@ def build_mini_vgg(variant: str = "seed000", input_size: int | None = None, stra
     warning. `seed` seeds Python, NumPy and TensorFlow (weights, dropout) for repeatable runs;
     None leaves the random state alone.
     """
-    import tensorflow as tf  # noqa: PLC0415
-    import keras  # noqa: PLC0415
-    from keras import layers  # noqa: PLC0415
+    tf = _tensorflow()
+    keras = _keras()
+    layers = _keras().layers
 
     if seed is not None:
         keras.utils.set_random_seed(seed)
@@ -714,8 +756,8 @@ def build_mini_vgg(variant: str = "seed000", input_size: int | None = None, stra
 
 def augmentation_layers(seed: int = 0):
     """A small Keras augmentation pipeline (flip, rotation, zoom) for train(augment=...)."""
-    import keras  # noqa: PLC0415
-    from keras import layers  # noqa: PLC0415
+    keras = _keras()
+    layers = _keras().layers
 
     return keras.Sequential([layers.RandomFlip("horizontal", seed=seed),
                              layers.RandomRotation(0.05, seed=seed),
@@ -723,7 +765,7 @@ def augmentation_layers(seed: int = 0):
 
 
 def _history_from_state(state: dict):
-    import keras  # noqa: PLC0415
+    keras = _keras()
 
     history = keras.callbacks.History()
     history.history = {k: list(v) for k, v in state["history"].items()}
@@ -743,8 +785,8 @@ def train(model, train_ds, val_ds, epochs: int, checkpoint=None, resume: bool = 
     resume=True a later call loads that checkpoint and continues from the next epoch (or, when
     all `epochs` are done, returns the stored history without training).
     """
-    import keras  # noqa: PLC0415
-    import tensorflow as tf  # noqa: PLC0415
+    keras = _keras()
+    tf = _tensorflow()
 
     if epochs < 1:
         raise ValueError(f"epochs must be at least 1, got {epochs}.")
@@ -801,8 +843,6 @@ def quick_or_full(quick, full):
 def trained_mini_vgg(paths=None, epochs: int | None = None):
     """Return (model, class_names, dataset_root): notebook 01's best mini-VGG checkpoint, or --
     when there is none -- a mini-VGG trained now on the same data (12 epochs, 10 in quick mode)."""
-    import keras  # noqa: PLC0415
-
     paths = paths or project_paths()
     root, _ = find_dataset(paths)
     checkpoint = checkpoint_path("mini_vgg", paths)
@@ -810,7 +850,20 @@ def trained_mini_vgg(paths=None, epochs: int | None = None):
     if not checkpoint.exists():
         train(build_mini_vgg(), train_ds, val_ds, epochs=epochs or quick_or_full(10, 12),
               checkpoint=checkpoint, verbose=0)
-    return keras.models.load_model(checkpoint), classes, root
+    return load_checkpoint(checkpoint), classes, root
+
+
+def load_checkpoint(path):
+    """Load a model saved by train() (a .keras file); a missing or wrong file gets a clear error."""
+    keras = _keras()
+
+    path = Path(path)
+    if path.suffix != ".keras":
+        raise ValueError(f"{path} is not a .keras checkpoint; train() saves models as name.keras.")
+    if not path.is_file():
+        raise FileNotFoundError(f"No checkpoint at {path}: run the training cell of notebook 01 first "
+                                "(or helpers.trained_mini_vgg(), which trains one when it is missing).")
+    return keras.models.load_model(path)
 
 
 def plot_history(history, title: str = "Training curves"):
@@ -879,7 +932,7 @@ APPLICATIONS = {  # name -> (keras.applications constructor name, preprocessing 
 
 def _preprocess_layer_class():
     """The ImageNet preprocessing layer class, registered for .keras saving (created lazily: Keras import)."""
-    import keras  # noqa: PLC0415
+    keras = _keras()
 
     @keras.saving.register_keras_serializable(package="cnn_vis")
     class ImagenetPreprocess(keras.layers.Layer):
@@ -908,7 +961,7 @@ def load_pretrained(name: str = "resnet50", include_top: bool = True, weights="i
     architecture with random weights; the model's `pretrained` attribute says which happened.
     Layer names are Keras 3's (conv2_block1_1_conv), the same as without the preprocessing layer.
     """
-    import keras  # noqa: PLC0415
+    keras = _keras()
 
     if name not in APPLICATIONS:
         raise ValueError(f"Unknown pretrained model {name!r}; choose one of {sorted(APPLICATIONS)}.")
@@ -988,7 +1041,7 @@ def layer_names(model, kind: str = "all") -> list[str]:
 
     kind: "all"; "conv" (Conv2D and its variants); "spatial" (a 4-D (N, H, W, C) output).
     """
-    import keras  # noqa: PLC0415
+    keras = _keras()
 
     if kind not in ("all", "conv", "spatial"):
         raise ValueError(f"kind must be 'all', 'conv' or 'spatial', got {kind!r}.")
@@ -1043,7 +1096,7 @@ def _model_input(model):
 def _multi_output(model, names: list[str]):
     """A model from `model`'s input to [model's own output, *outputs of `names`] (names may be
     nested); returns (that model, whether it was rebuilt by replaying the layer chain)."""
-    import keras  # noqa: PLC0415
+    keras = _keras()
 
     inp = _model_input(model)
     top = {layer.name for layer in model.layers}
@@ -1081,7 +1134,7 @@ def activation_model(model, names):
     inside a Sequential). When a nested layer forces a replay of a model that is not a simple
     chain of layers, the replayed model is checked against the original and a clear error raised.
     """
-    import keras  # noqa: PLC0415
+    keras = _keras()
 
     names = [names] if isinstance(names, str) else list(names)
     if not names:
@@ -1279,7 +1332,7 @@ REGULARISED_DEFAULTS = {"steps": 128, "learning_rate": 0.05, "pad": 12, "jitter"
 
 def _replay_to(model, layer_name: str, input_shape):
     """Rebuild a plain chain of layers up to `layer_name` on a new Input of `input_shape`."""
-    import keras  # noqa: PLC0415
+    keras = _keras()
 
     inputs = keras.Input(input_shape, name="image")
     x = inputs
@@ -1299,7 +1352,7 @@ def truncated_model(model, layer_name: str, size: int):
     input size are cut directly; a fixed-size plain chain (the mini-VGG) is replayed on the new
     size. Raises ValueError for a layer without spatial output or a size too small for the layer.
     """
-    import keras  # noqa: PLC0415
+    keras = _keras()
 
     layer, _ = find_layer(model, layer_name)
     if not _spatial(layer):
@@ -1327,7 +1380,7 @@ def truncated_model(model, layer_name: str, size: int):
 def _bytes_per_image(cut) -> int:
     """Rough training-memory footprint of one image through `cut`: twice (value and gradient) the
     float32 size of every 4-D tensor in the traced forward graph for one image."""
-    import tensorflow as tf  # noqa: PLC0415
+    tf = _tensorflow()
 
     graph = tf.function(lambda x: cut(x, training=False)).get_concrete_function(
         tf.TensorSpec([1, *cut.inputs[0].shape[1:]], tf.float32)).graph
@@ -1350,7 +1403,7 @@ def deprocess_pattern(x) -> np.ndarray:
 
 def _filter_means(cut, images, filters):
     """Mean activation of filters[i] over the spatial positions of image i: (N,)."""
-    import tensorflow as tf  # noqa: PLC0415
+    tf = _tensorflow()
 
     acts = tf.cast(cut(images, training=False), tf.float32)
     return tf.reduce_mean(tf.gather(acts, filters, axis=3, batch_dims=1), axis=(1, 2))
@@ -1359,7 +1412,7 @@ def _filter_means(cut, images, filters):
 def _plain_ascent_fn(cut, size):
     """Seed 001's gradient ascent, batched and compiled once: batch size, filter indices, steps
     and step size are all tensors of the signature, so no call ever retraces."""
-    import tensorflow as tf  # noqa: PLC0415
+    tf = _tensorflow()
 
     @tf.function(input_signature=[tf.TensorSpec([None, size, size, 3], tf.float32), tf.TensorSpec([None], tf.int32),
                                   tf.TensorSpec([], tf.int32), tf.TensorSpec([], tf.float32)])
@@ -1385,7 +1438,7 @@ def _fourier_scale(size: int) -> np.ndarray:
 
 def _param_to_image(spectrum, scale):
     """Fourier parameters (N, 3, size, size//2+1, 2) -> decorrelated colour image in [0, 1], (N, size, size, 3)."""
-    import tensorflow as tf  # noqa: PLC0415
+    tf = _tensorflow()
 
     size = spectrum.shape[2]
     complex_spec = tf.complex(spectrum[..., 0], spectrum[..., 1]) * tf.cast(scale, tf.complex64)
@@ -1397,7 +1450,7 @@ def _param_to_image(spectrum, scale):
 def _random_transform(images, seed, step, pad, jitter, scales, max_rotation):
     """Lucid's transformation robustness, the same draw for every image of the batch (so a filter's
     result does not depend on its batch): pad, jitter, random scale, small rotation, jitter."""
-    import tensorflow as tf  # noqa: PLC0415
+    tf = _tensorflow()
 
     def draw(i, shape, low, high, dtype=tf.float32):
         return tf.random.stateless_uniform(shape, seed=tf.stack([seed, step * 8 + i]), minval=low, maxval=high, dtype=dtype)
@@ -1424,7 +1477,7 @@ def _random_transform(images, seed, step, pad, jitter, scales, max_rotation):
 def _regularised_ascent_fn(cut, size, settings):
     """Lucid-style optimisation: Fourier parameters, colour decorrelation, transformation
     robustness and Adam, compiled once; returns (final images in [0, 255], (N, size, size, 3))."""
-    import tensorflow as tf  # noqa: PLC0415
+    tf = _tensorflow()
 
     scale = _fourier_scale(size)
     lr = settings["learning_rate"]
@@ -1460,7 +1513,7 @@ class _QuietRetracing:
     and it would put a changing memory address into notebook outputs."""
 
     def __enter__(self):
-        import tensorflow as tf  # noqa: PLC0415
+        tf = _tensorflow()
 
         self.logger = tf.get_logger()
         self.level = self.logger.level
@@ -1489,8 +1542,8 @@ def filter_patterns(model, layer_name: str, filters, size: int = 64, steps: int 
     the same image alone or in a batch. progress: True for a Keras progress bar over chunks,
     False for none, or a callable(done_chunks, total_chunks).
     """
-    import tensorflow as tf  # noqa: PLC0415
-    import keras  # noqa: PLC0415
+    tf = _tensorflow()
+    keras = _keras()
 
     if mode not in ("plain", "regularised"):
         raise ValueError(f"mode must be 'plain' or 'regularised', got {mode!r}.")
@@ -1561,7 +1614,7 @@ def pattern_grid(patterns, per_row: int = 8, margin: int = 5) -> np.ndarray:
 def first_layer_kernels(model, layer_name: str | None = None) -> np.ndarray:
     """The first convolution's kernels as RGB tiles: uint8 (n_filters, k, k, 3), each kernel
     scaled on its own to 0-255 (a 3x3 kernel is a tiny picture of the colour edge it detects)."""
-    import keras  # noqa: PLC0415
+    keras = _keras()
 
     if layer_name is None:
         convs = layer_names(model, "conv")
@@ -1597,7 +1650,7 @@ def plot_patterns(patterns, title: str = "", per_row: int = 8, margin: int = 5, 
 def _head(model):
     """(final Dense layer, name of the layer feeding it): class scores are recomputed from the
     Dense's kernel and bias, i.e. taken before its softmax/sigmoid, as the Grad-CAM paper asks."""
-    import keras  # noqa: PLC0415
+    keras = _keras()
 
     last = model.layers[-1]
     if not isinstance(last, keras.layers.Dense):
@@ -1639,7 +1692,7 @@ def _cam_function(model, layer_name):
 
 
 def _build_cam_function(model, layer_name):
-    import tensorflow as tf  # noqa: PLC0415
+    tf = _tensorflow()
 
     dense, feed = _head(model)
     inner = activation_model(model, [layer_name, feed])
@@ -1812,7 +1865,7 @@ def explain(model, images, method="Grad-CAM", layer_name=None, class_index=None)
 
 def upsample_heatmap(heatmaps, size) -> np.ndarray:
     """Resize heatmaps (h, w) or (N, h, w) to `size` (int or (H, W)) bilinearly; float32 in [0, 1]."""
-    import tensorflow as tf  # noqa: PLC0415
+    tf = _tensorflow()
 
     maps = np.asarray(heatmaps, np.float32)
     single = maps.ndim == 2
@@ -1876,7 +1929,7 @@ def deletion_insertion_auc(model, images, heatmaps, class_index=None, steps: int
     Deletion greys out pixels from the most to the least salient and averages the class
     probability over `steps` + 1 stages (lower is better); insertion reveals them on a blurred
     image (higher is better)."""
-    import tensorflow as tf  # noqa: PLC0415
+    tf = _tensorflow()
 
     batch, _ = _as_batch(images)
     maps = upsample_heatmap(heatmaps, batch.shape[1:3])
@@ -1913,7 +1966,7 @@ def randomisation_check(model, images, method: str = "Grad-CAM", layer_name=None
     the maps and compare them with the originals by Spearman rank correlation per image. A
     faithful method's maps change (low correlation); {"correlation": mean, "per_image": (N,),
     "flagged": mean > threshold, "randomised": [layer names]}."""
-    import keras  # noqa: PLC0415
+    keras = _keras()
 
     batch, _ = _as_batch(images)
     classes = _explained_classes(model, batch, class_index)
@@ -1958,7 +2011,7 @@ _IMAGENET_NAMES: list = []
 def imagenet_label(index: int) -> str:
     """The ImageNet class name for `index` (Keras downloads the index file once); offline "class N"
     (the download is tried once per session)."""
-    import keras  # noqa: PLC0415
+    keras = _keras()
 
     if not 0 <= index < 1000:
         raise ValueError(f"ImageNet class index must be in 0..999, got {index}.")
@@ -1974,8 +2027,8 @@ def imagenet_label(index: int) -> str:
 def densenet_with_new_head(n_classes: int = 200, weights="imagenet"):
     """Seed 004's transfer-learning model: DenseNet169 without its top, global average pooling,
     Dense 1024 ReLU and a softmax over `n_classes` (raw pixels in, see load_pretrained)."""
-    import keras  # noqa: PLC0415
-    from keras import layers  # noqa: PLC0415
+    keras = _keras()
+    layers = _keras().layers
 
     base = load_pretrained("densenet169", include_top=False, weights=weights, input_shape=(224, 224, 3))
     x = layers.GlobalAveragePooling2D(name="gap")(base.output)

@@ -41,6 +41,18 @@ def _importable(module):
         return False
 
 
+def _copy_without_outputs(source, dest):
+    """Only live widgets may be on the page: committed outputs could show a stale, kernel-less slider."""
+    import nbformat
+
+    notebook = nbformat.read(source, as_version=4)
+    for cell in notebook.cells:
+        if cell.cell_type == "code":
+            cell.outputs, cell.execution_count = [], None
+    notebook.metadata.pop("widgets", None)
+    nbformat.write(notebook, dest)
+
+
 def _free_port():
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -54,7 +66,7 @@ def jupyter_lab(tmp_path):
     root = tmp_path / "repo"
     (root / "notebooks").mkdir(parents=True)
     shutil.copy(REPO / "helpers.py", root)
-    shutil.copy(REPO / "notebooks" / "02_activations.ipynb", root / "notebooks")
+    _copy_without_outputs(REPO / "notebooks" / "02_activations.ipynb", root / "notebooks" / "02_activations.ipynb")
     # render every cell (JupyterLab 4 drops off-screen cells from the page by default)
     settings = tmp_path / "lab-settings" / "@jupyterlab" / "notebook-extension"
     settings.mkdir(parents=True)
@@ -82,6 +94,26 @@ def jupyter_lab(tmp_path):
     log.close()
 
 
+def _first_visible(page, locators, timeout_s):
+    """Poll until one of `locators` ({name: locator}) is visible; returns its name, or None on timeout."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        for name, locator in locators.items():
+            if locator.count() and locator.first.is_visible():
+                return name
+        page.wait_for_timeout(1000)
+    return None
+
+
+def _diagnosis(page, tmp_path):
+    errors = page.locator(".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.stderr'], "
+                          ".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.error']")
+    texts = [errors.nth(i).inner_text()[-800:] for i in range(errors.count())]
+    status = page.locator(".jp-StatusBar-Widget").all_inner_texts()
+    log = (tmp_path / "jupyter.log").read_text()[-1500:]
+    return f"status bar: {status}\nnotebook errors: {texts}\nserver log tail:\n{log}"
+
+
 def test_notebook_02_channel_slider_changes_the_image(jupyter_lab):
     from playwright.sync_api import sync_playwright
 
@@ -92,11 +124,18 @@ def test_notebook_02_channel_slider_changes_the_image(jupyter_lab):
         try:
             page.goto(f"{base}/lab/tree/notebooks/02_activations.ipynb?token={token}", timeout=120_000)
             page.wait_for_selector(".jp-Notebook", timeout=120_000)
-            page.wait_for_selector(".jp-Notebook-ExecutionIndicator[data-status='idle']", timeout=120_000)
+            # "Run All" before the session has its kernel opens a Select Kernel dialog instead of running
+            page.get_by_text("Python 3 (ipykernel) | Idle").wait_for(timeout=120_000)
             page.get_by_role("menuitem", name="Run", exact=True).click()
             page.get_by_text("Run All Cells", exact=True).click()
             slider = page.locator(".widget-slider", has_text="channel")
-            slider.wait_for(timeout=400_000)
+            kernel_dialog = page.locator(".jp-Dialog", has_text="Select Kernel")
+            error = page.locator(".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.error']")
+            seen = _first_visible(page, {"slider": slider, "dialog": kernel_dialog, "error": error}, 300)
+            if seen == "dialog":
+                kernel_dialog.get_by_role("button", name="Select").click()
+                seen = _first_visible(page, {"slider": slider, "error": error}, 300)
+            assert seen == "slider", f"the explorer never appeared ({seen or 'timeout'})\n{_diagnosis(page, tmp_path)}"
             explorer = page.locator(".widget-vbox", has=slider).last
             channel_image = explorer.locator("img").nth(1)
             channel_image.wait_for(timeout=60_000)

@@ -162,3 +162,18 @@ def test_trained_mini_vgg_trains_once_then_loads(monkeypatch):
     again, _, _ = helpers.trained_mini_vgg(epochs=1)
     assert checkpoint.stat().st_mtime_ns == stamp  # loaded, not retrained
     assert all(np.array_equal(a, b) for a, b in zip(model.get_weights(), again.get_weights()))
+
+
+def test_load_checkpoint_names_the_missing_or_wrong_file(tmp_path):
+    with pytest.raises(FileNotFoundError, match="No checkpoint at .*mini_vgg.keras: run the training cell"):
+        helpers.load_checkpoint(tmp_path / "mini_vgg.keras")
+    with pytest.raises(ValueError, match="not a .keras checkpoint"):
+        helpers.load_checkpoint(tmp_path / "mini_vgg.h5")
+
+
+def test_load_checkpoint_round_trip(tmp_path):
+    model = helpers.build_mini_vgg()
+    model.save(tmp_path / "m.keras")
+    loaded = helpers.load_checkpoint(tmp_path / "m.keras")
+    assert loaded.count_params() == model.count_params()
+    assert all(np.array_equal(a, b) for a, b in zip(model.get_weights(), loaded.get_weights()))

@@ -50,3 +50,14 @@ def test_checked_cells_only_print_what_earlier_cells_computed(path):
         if cell["cell_type"] == "code" and src.startswith("# NBVAL_CHECK_OUTPUT"):
             called = set(re.findall(r"helpers\.(\w+)", src))
             assert called <= PURE_HELPERS, f"{path.name}: checked cell computes with {called - PURE_HELPERS}"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_committed_outputs_carry_no_widget_state_or_tensorflow_banners(path):
+    """Saved widget state (megabytes of stale PNGs that JupyterLab would show as dead widgets) and
+    TensorFlow's start-up lines have no place in the committed notebooks."""
+    notebook = json.loads(path.read_text())
+    assert "widgets" not in notebook["metadata"], "refresh with --ExecutePreprocessor.store_widget_state=False"
+    stderr = ["".join(o.get("text", "")) for c in notebook["cells"] if c["cell_type"] == "code"
+              for o in c.get("outputs", []) if o.get("name") == "stderr"]
+    assert not [text for text in stderr if "absl::InitializeLog" in text or "oneDNN custom operations" in text]

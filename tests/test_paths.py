@@ -44,6 +44,19 @@ def test_gpu_report_is_one_line():
     assert "\n" not in report and ("GPU" in report)
 
 
+def test_runtime_report_names_versions_flags_and_gpu(monkeypatch):
+    import sys
+
+    import keras
+    import tensorflow as tf
+
+    monkeypatch.setenv("CNNVIS_QUICK", "1")
+    first, second = helpers.runtime_report().split("\n")
+    assert f"TensorFlow {tf.__version__}, Keras {keras.__version__}, Python {sys.version_info.major}." in first
+    assert first.endswith("in Colab: False; quick mode: True")
+    assert second == helpers.gpu_report()
+
+
 def test_save_figure_writes_png_at_300_dpi(project_home):
     from PIL import Image
 
@@ -68,3 +81,37 @@ def test_in_colab_follows_colab_markers(monkeypatch):
     assert helpers.in_colab() is False
     monkeypatch.setenv("COLAB_RELEASE_TAG", "release-2026")
     assert helpers.in_colab() is True
+
+
+def _import_fake_tensorflow(tmp_path, body, log_level=None):
+    """Run helpers._tensorflow() in a fresh interpreter whose `tensorflow` is a stand-in package."""
+    import os
+    import subprocess
+    import sys
+
+    fake = tmp_path / "fake" / "tensorflow"
+    fake.mkdir(parents=True)
+    (fake / "__init__.py").write_text("import os\nos.write(2, b'I0000 port.cc] oneDNN custom operations are on\\n')\n" + body)
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    if log_level is not None:
+        env["TF_CPP_MIN_LOG_LEVEL"] = log_level
+    env["PYTHONPATH"] = os.pathsep.join([str(fake.parent), str(helpers.REPO_ROOT)])
+    return subprocess.run([sys.executable, "-c", "import helpers; print(helpers._tensorflow().__name__)"],
+                          env=env, capture_output=True, text=True, timeout=60)
+
+
+def test_tensorflow_import_lines_are_kept_out_by_default(tmp_path):
+    run = _import_fake_tensorflow(tmp_path, "")
+    assert run.returncode == 0 and run.stdout.strip() == "tensorflow"
+    assert "oneDNN" not in run.stderr
+
+
+def test_tensorflow_import_lines_shown_when_user_asks(tmp_path):
+    run = _import_fake_tensorflow(tmp_path, "", log_level="0")
+    assert run.returncode == 0 and "oneDNN" in run.stderr
+
+
+def test_failed_tensorflow_import_replays_its_output(tmp_path):
+    run = _import_fake_tensorflow(tmp_path, "raise ImportError('libcudart.so.12: cannot open shared object file')")
+    assert run.returncode != 0
+    assert "oneDNN" in run.stderr and "libcudart" in run.stderr
