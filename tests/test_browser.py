@@ -5,6 +5,7 @@ Needs Debian's chromium (/usr/bin/chromium), jupyterlab and playwright; without 
 is skipped, unless CNNVIS_REQUIRE_BROWSER=1 (set by .ci/run), where their absence fails it.
 """
 import os
+import re
 import secrets
 import shutil
 import socket
@@ -105,6 +106,23 @@ def _first_visible(page, locators, timeout_s):
     return None
 
 
+def _run_all_cells(page, attempts=4):
+    """Run > Run All Cells until a cell starts executing. A click that comes before the session has
+    connected its kernel is dropped silently or answered with a Select Kernel dialog (both seen)."""
+    started = page.locator(".jp-InputPrompt").filter(has_text=re.compile(r"\[[0-9*]+\]"))
+    kernel_dialog = page.locator(".jp-Dialog", has_text="Select Kernel")
+    for _ in range(attempts):
+        page.get_by_role("menuitem", name="Run", exact=True).click()
+        page.get_by_text("Run All Cells", exact=True).click()
+        seen = _first_visible(page, {"started": started, "dialog": kernel_dialog}, 30)
+        if seen == "dialog":
+            kernel_dialog.get_by_role("button", name="Select").click()
+            seen = _first_visible(page, {"started": started}, 30)
+        if seen == "started":
+            return True
+    return False
+
+
 def _diagnosis(page, tmp_path):
     errors = page.locator(".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.stderr'], "
                           ".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.error']")
@@ -124,17 +142,11 @@ def test_notebook_02_channel_slider_changes_the_image(jupyter_lab):
         try:
             page.goto(f"{base}/lab/tree/notebooks/02_activations.ipynb?token={token}", timeout=120_000)
             page.wait_for_selector(".jp-Notebook", timeout=120_000)
-            # "Run All" before the session has its kernel opens a Select Kernel dialog instead of running
             page.get_by_text("Python 3 (ipykernel) | Idle").wait_for(timeout=120_000)
-            page.get_by_role("menuitem", name="Run", exact=True).click()
-            page.get_by_text("Run All Cells", exact=True).click()
+            assert _run_all_cells(page), f"Run All never started the kernel\n{_diagnosis(page, tmp_path)}"
             slider = page.locator(".widget-slider", has_text="channel")
-            kernel_dialog = page.locator(".jp-Dialog", has_text="Select Kernel")
             error = page.locator(".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.error']")
-            seen = _first_visible(page, {"slider": slider, "dialog": kernel_dialog, "error": error}, 300)
-            if seen == "dialog":
-                kernel_dialog.get_by_role("button", name="Select").click()
-                seen = _first_visible(page, {"slider": slider, "error": error}, 300)
+            seen = _first_visible(page, {"slider": slider, "error": error}, 300)
             assert seen == "slider", f"the explorer never appeared ({seen or 'timeout'})\n{_diagnosis(page, tmp_path)}"
             explorer = page.locator(".widget-vbox", has=slider).last
             channel_image = explorer.locator("img").nth(1)
