@@ -18,15 +18,14 @@ application's own preprocessing), so visualisation code never rescales by hand.
 from __future__ import annotations
 
 import csv
+import importlib.util
 import io
 import json
 import os
 import random
-import shutil
-import subprocess
 import sys
 import tempfile
-import zipfile
+import warnings
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -34,6 +33,15 @@ import matplotlib
 import matplotlib.pyplot as plt
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
+
+from cnnvis.checkpoints import dataset_record, describe_checkpoint, read_state, same_data, set_aside  # noqa: F401
+from cnnvis.colab import (colab_secret, content_dir, drive_mountpoint, flush_drive, in_colab, local_fallback,  # noqa: F401
+                          mount_drive)
+from cnnvis.dogs_vs_cats import (IMAGE_SUFFIXES, download_dir, get_dogs_vs_cats, prepare_dogs_vs_cats,  # noqa: F401
+                                 real_data_counts, real_data_dir)
+from cnnvis.files import build_then_rename
+from cnnvis.kaggle import download_competition, kaggle_credentials  # noqa: F401
+from cnnvis.mode import QUICK_ENV, quick_mode, quick_or_full  # noqa: F401
 
 # TensorFlow is imported lazily (by _tensorflow), so that `import helpers` and the unit tests of
 # pure-numpy code stay fast. Its C++ runtime warnings (such as "Allocation exceeds 10% of free
@@ -54,15 +62,16 @@ except ImportError:  # plain Python without IPython: nothing is shown inline any
     pass
 
 REPO_ROOT = Path(__file__).resolve().parent
-QUICK_ENV = "CNNVIS_QUICK"
 HOME_ENV = "CNNVIS_HOME"
-COLAB_DRIVE = Path("/content/gdrive")
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
 
 
 # ---------------------------------------------------------------------------
 # 1. Paths and Colab
 # ---------------------------------------------------------------------------
+
+
+NO_TENSORFLOW = ("TensorFlow is not installed in this Python. In Colab, a TPU runtime has none: choose Runtime > "
+                 "Change runtime type > T4 GPU (or CPU) and run again; locally: pip install -r requirements.txt.")
 
 
 def _tensorflow():
@@ -71,24 +80,38 @@ def _tensorflow():
     TF 2.21 writes absl and oneDNN banners straight to file descriptor 2 while it is imported,
     whatever TF_CPP_MIN_LOG_LEVEL says; a notebook shows them as a red block in whichever cell
     first needs TensorFlow. While TF_CPP_MIN_LOG_LEVEL >= 2 (our default) they are captured and
-    dropped; if the import fails they are printed before the error is raised.
+    dropped; if the import fails they are printed before the error is raised. Without TensorFlow
+    (Colab's TPU runtime) the ImportError says in one line what to switch to.
     """
     if "tensorflow" in sys.modules or int(os.environ.get("TF_CPP_MIN_LOG_LEVEL") or 0) < 2:
-        import tensorflow  # noqa: PLC0415
-        return tensorflow
+        return _import_tensorflow()
     sys.stderr.flush()
     with tempfile.TemporaryFile() as captured:
         saved_fd = os.dup(2)
         os.dup2(captured.fileno(), 2)
         try:
-            import tensorflow  # noqa: PLC0415
+            return _import_tensorflow()
         finally:
             os.dup2(saved_fd, 2)
             os.close(saved_fd)
             if "tensorflow" not in sys.modules:  # the import failed: show what TF printed
                 captured.seek(0)
                 sys.stderr.write(captured.read().decode(errors="replace"))
+
+
+def _import_tensorflow():
+    try:
+        import tensorflow  # noqa: PLC0415
+    except ModuleNotFoundError as exc:
+        if exc.name != "tensorflow":
+            raise
+        raise ImportError(NO_TENSORFLOW) from None
+    tensorflow.config.list_physical_devices("GPU")  # the CUDA probe logs too ("failed call to cuInit")
     return tensorflow
+
+
+if in_colab() and importlib.util.find_spec("tensorflow") is None:  # say it at the setup cell, not deep inside
+    print(NO_TENSORFLOW)
 
 
 def _keras():
@@ -98,41 +121,22 @@ def _keras():
     return keras
 
 
-def in_colab() -> bool:
-    """True when running inside Google Colab."""
-    return "google.colab" in sys.modules or "COLAB_RELEASE_TAG" in os.environ
-
-
-def quick_mode() -> bool:
-    """True when CNNVIS_QUICK is set to a true value (1/true/yes): CI's small, fast run."""
-    return os.environ.get(QUICK_ENV, "").strip().lower() in {"1", "true", "yes", "on"}
-
-
-def mount_drive(mountpoint: Path = COLAB_DRIVE) -> Path:
-    """Mount Google Drive in Colab and return the mount point; raise outside Colab."""
-    if not in_colab():
-        raise RuntimeError("mount_drive() works only inside Google Colab; locally use project_paths().")
-    from google.colab import drive  # noqa: PLC0415  (exists only in Colab)
-
-    drive.mount(str(mountpoint))
-    return mountpoint
-
-
 def project_paths(create: bool = True) -> SimpleNamespace:
     """Return the project folders as Paths: root, data, models, figures, outputs.
 
-    Priority: the CNNVIS_HOME environment variable (data/ and outputs/ below it); in Colab
-    ``/content/gdrive/MyDrive/cnn-vis`` (Drive is mounted on first use); otherwise
-    the repository root. ``models`` and ``figures`` live under ``outputs`` locally and
-    directly under the Drive project folder in Colab.
+    Priority: the CNNVIS_HOME environment variable (data/ and outputs/ below it); in Colab the
+    Drive folder MyDrive/cnn-vis (Drive is mounted on first use, an existing mount reused; if
+    Drive cannot be mounted, /content/cnn-vis on the machine's own disk); otherwise the
+    repository root. ``models`` and ``figures`` live under ``outputs`` locally and directly
+    under the project folder in Colab. create=False neither mounts Drive nor makes folders.
     """
     if os.environ.get(HOME_ENV):
         root = Path(os.environ[HOME_ENV]).expanduser().resolve()
         outputs = root / "outputs"
     elif in_colab():
-        if create and not (COLAB_DRIVE / "MyDrive").exists():
-            mount_drive()
-        root = COLAB_DRIVE / "MyDrive" / "cnn-vis"
+        mounted = drive_mountpoint() / "MyDrive"
+        drive = mount_drive() if create else (mounted if mounted.is_dir() else None)
+        root = drive / "cnn-vis" if drive else local_fallback()
         outputs = root
     else:
         root = REPO_ROOT
@@ -143,6 +147,20 @@ def project_paths(create: bool = True) -> SimpleNamespace:
         for folder in (paths.data, paths.models, paths.figures):
             folder.mkdir(parents=True, exist_ok=True)
     return paths
+
+
+def describe_paths(paths) -> str:
+    """The project folders as lines 'name: place', the root named by where it comes from
+    ($CNNVIS_HOME, the repository, Google Drive or the Colab disk) so no machine path is shown
+    outside Colab."""
+    if os.environ.get(HOME_ENV):
+        root = "$CNNVIS_HOME"
+    elif paths.root == REPO_ROOT:
+        root = "<repository>"
+    else:
+        root = str(paths.root)
+    return "\n".join(f"{name:>8}: {root}/{getattr(paths, name).relative_to(paths.root).as_posix()}"
+                     for name in ("data", "models", "figures"))
 
 
 def gpu_report() -> str:
@@ -183,149 +201,23 @@ def save_figure(fig, name: str, folder: Path | None = None, dpi: int = 300) -> P
     return path
 
 
+def show(fig, save_as: str | None = None) -> None:
+    """Display a figure now, save it through save_figure when `save_as` is given, then close it, so
+    a loop drawing many figures keeps one in memory at a time."""
+    from IPython.display import display  # noqa: PLC0415  (Jupyter's display; repr outside it)
+
+    if save_as:
+        save_figure(fig, save_as)
+    display(fig)
+    plt.close(fig)
+
+
 # ---------------------------------------------------------------------------
 # 2. Data
 # ---------------------------------------------------------------------------
 
 CLASS_DIRS = ("cats", "dogs")
 BOX_PARTS = ("face", "left_ear", "right_ear", "snout")
-
-
-def _decode_check(data: bytes, name: str) -> tuple[Image.Image, bool]:
-    """Fully decode image bytes to RGB; return (image, whether the bytes are an RGB JPEG).
-
-    Raises ValueError naming `name` for zero-byte, truncated, corrupt or non-image data.
-    """
-    if not data:
-        raise ValueError(f"{name}: zero-byte file")
-    try:
-        with Image.open(io.BytesIO(data)) as im:
-            im.load()
-            return im.convert("RGB"), (im.format == "JPEG" and im.mode == "RGB")
-    except Exception as exc:  # PIL raises many types for corrupt/truncated/non-image data
-        raise ValueError(f"{name}: not a decodable image ({type(exc).__name__}: {exc})") from None
-
-
-def _write_image_bytes(data: bytes, target: Path, name: str) -> None:
-    """Write a verified image: JPEG bytes as they are, anything else re-encoded as RGB JPEG."""
-    image, is_rgb_jpeg = _decode_check(data, name)
-    if is_rgb_jpeg:
-        target.write_bytes(data)
-    else:
-        image.save(target, format="JPEG", quality=95)
-
-
-def _dogs_vs_cats_sources(source: Path) -> tuple[dict[str, list[str]], object]:
-    """Index a dogs-vs-cats source: returns ({"cats": [...], "dogs": [...]}, reader).
-
-    `reader(key) -> bytes`. Accepts Kaggle's train.zip (cat.N.jpg/dog.N.jpg, possibly nested in
-    the competition zip), its extracted folder, or Microsoft's PetImages layout (Cat/, Dog/).
-    """
-    if not source.exists():
-        raise FileNotFoundError(f"Dogs-vs-cats source {source} does not exist. Expected Kaggle's "
-                                "train.zip, its extracted folder, or a PetImages folder with Cat/ and Dog/.")
-
-    def classify(name: str) -> str | None:
-        parts = Path(name).parts
-        base = parts[-1].lower() if parts else ""
-        if base.startswith("cat.") and base.endswith(IMAGE_SUFFIXES):
-            return "cats"
-        if base.startswith("dog.") and base.endswith(IMAGE_SUFFIXES):
-            return "dogs"
-        if len(parts) >= 2 and parts[-2].lower() in ("cat", "dog") and base.endswith(IMAGE_SUFFIXES):
-            return "cats" if parts[-2].lower() == "cat" else "dogs"
-        return None
-
-    index: dict[str, list[str]] = {"cats": [], "dogs": []}
-    if source.is_file():
-        if not zipfile.is_zipfile(source):
-            raise ValueError(f"{source} is not a zip file. Pass Kaggle's train.zip, its extracted "
-                             "folder, or a PetImages folder with Cat/ and Dog/.")
-        archive = zipfile.ZipFile(source)
-        names = archive.namelist()
-        nested = [n for n in names if Path(n).name == "train.zip"]
-        if nested and not any(classify(n) for n in names):
-            archive = zipfile.ZipFile(io.BytesIO(archive.read(nested[0])))
-            names = archive.namelist()
-        for name in names:
-            label = classify(name)
-            if label:
-                index[label].append(name)
-        reader = archive.read
-    else:
-        for path in source.rglob("*"):
-            label = classify(str(path.relative_to(source))) if path.is_file() else None
-            if label:
-                index[label].append(str(path))
-        reader = lambda key: Path(key).read_bytes()  # noqa: E731
-    if not index["cats"] or not index["dogs"]:
-        raise ValueError(f"{source} holds no dogs-vs-cats images (found {len(index['cats'])} cats, "
-                         f"{len(index['dogs'])} dogs). Expected files named cat.N.jpg and dog.N.jpg "
-                         "(Kaggle train.zip) or folders Cat/ and Dog/ (Microsoft PetImages).")
-    for names in index.values():
-        names.sort()
-    return index, reader
-
-
-def prepare_dogs_vs_cats(source, dest, n_train: int = 1400, n_val: int = 300, seed: int = 0) -> dict:
-    """Copy a random, verified subset of dogs-vs-cats into dest/{train,validation}/{cats,dogs}.
-
-    n_train and n_val count images per class (the seed used 1400 + 300 per class: 2800 training
-    and 600 validation images). Every image is decoded first; corrupt, truncated, zero-byte and
-    non-image files are skipped and listed in the returned report (also written to
-    dest/prepare_report.json). The set is built in a temporary folder beside `dest` and renamed
-    into place, so an interrupted run leaves nothing half-written; re-running with the same
-    arguments returns the existing report; a different existing `dest` is never overwritten.
-    """
-    source, dest = Path(source), Path(dest)
-    if n_train < 1 or n_val < 1:
-        raise ValueError(f"n_train and n_val must be at least 1 per class, got {n_train}, {n_val}.")
-    settings = {"source": str(source.resolve()), "n_train": n_train, "n_val": n_val, "seed": seed}
-    report_path = dest / "prepare_report.json"
-    if dest.exists():
-        if report_path.exists():
-            report = json.loads(report_path.read_text())
-            if report.get("settings") == settings:
-                return report
-        raise FileExistsError(f"{dest} already exists and was not prepared with these settings; "
-                              "choose an empty destination or remove it yourself.")
-    index, reader = _dogs_vs_cats_sources(source)
-    rng = random.Random(seed)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.partial-", dir=dest.parent if dest.parent.exists() else None))
-    try:
-        skipped, counts = [], {}
-        for label, names in index.items():
-            order = names[:]
-            rng.shuffle(order)
-            kept = 0
-            for name in order:
-                if kept == n_train + n_val:
-                    break
-                split = "train" if kept < n_train else "validation"
-                folder = tmp / split / label
-                folder.mkdir(parents=True, exist_ok=True)
-                stem = Path(name).stem.replace(" ", "_")
-                if not stem.lower().startswith(label[:-1] + "."):
-                    stem = f"{label[:-1]}.{stem}"  # PetImages: Cat/12.jpg -> cat.12.jpg
-                target = folder / f"{stem}.jpg"
-                try:
-                    _write_image_bytes(reader(name), target, name)
-                except ValueError as exc:
-                    skipped.append({"file": name, "reason": str(exc).split(": ", 1)[-1]})
-                    continue
-                kept += 1
-            if kept < n_train + n_val:
-                raise ValueError(f"{source} has only {kept} readable {label} images; "
-                                 f"{n_train + n_val} were asked for (n_train={n_train}, n_val={n_val}).")
-            counts[label] = {"train": n_train, "validation": n_val}
-        report = {"settings": settings, "counts": counts, "skipped": skipped}
-        (tmp / "prepare_report.json").write_text(json.dumps(report, indent=1))
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        tmp.rename(dest)
-        return report
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
 
 
 def _textured_background(rng: np.random.Generator, size: int) -> Image.Image:
@@ -431,7 +323,8 @@ def make_toy_pets(dest, n_train: int = 600, n_val: int = 150, size: int = 160, s
     class lives only in the parts (ears, muzzle/whiskers versus floppy ears/long snout).
     dest/boxes.csv lists, per image, the pixel boxes (x0, y0, x1, y1) of the parts
     face, left_ear, right_ear and snout. Same seed, same pixels. An existing dest made with the
-    same settings is reused; any other existing dest is left untouched and raises.
+    same settings is reused; dest may be an empty folder; any other existing dest is left
+    untouched and raises.
     """
     dest = Path(dest)
     if n_train < 1 or n_val < 1 or size < 32:
@@ -439,19 +332,17 @@ def make_toy_pets(dest, n_train: int = 600, n_val: int = 150, size: int = 160, s
                          f"n_train={n_train}, n_val={n_val}, size={size}.")
     settings = {"n_train": n_train, "n_val": n_val, "size": size, "seed": seed, "version": 2}
     manifest = dest / "toy_pets.json"
-    if dest.exists():
-        if manifest.exists() and json.loads(manifest.read_text()) == settings:
-            return dest
+    if manifest.exists() and json.loads(manifest.read_text()) == settings:
+        return dest
+    if dest.exists() and (not dest.is_dir() or any(dest.iterdir())):
         raise FileExistsError(f"{dest} already exists and is not a toy-pets set made with {settings}; "
                               "pass another dest or remove it yourself.")
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.partial-", dir=dest.parent))
-    try:
+
+    def build(tmp: Path) -> None:
         rows = []
         for split_index, (split, count) in enumerate((("train", n_train), ("validation", n_val))):
             for label_index, label in enumerate(CLASS_DIRS):
-                folder = tmp / split / label
-                folder.mkdir(parents=True)
+                (tmp / split / label).mkdir(parents=True)
                 for i in range(count):
                     rng = np.random.default_rng([seed, split_index, label_index, i])
                     image = _textured_background(rng, size)
@@ -466,11 +357,8 @@ def make_toy_pets(dest, n_train: int = 600, n_val: int = 150, size: int = 160, s
             writer.writerow(["path", "class", "part", "x0", "y0", "x1", "y1"])
             writer.writerows(rows)
         (tmp / "toy_pets.json").write_text(json.dumps(settings))
-        tmp.rename(dest)
-        return dest
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
+
+    return build_then_rename(dest, build)
 
 
 def load_boxes(root) -> dict[str, dict[str, tuple[float, float, float, float]]]:
@@ -535,6 +423,17 @@ def load_image_folders(root, image_size=(160, 160), batch_size: int = 20, seed: 
     return pipeline("train", True), pipeline("validation", False), classes
 
 
+def validation_images(root, per_class: int, size=160) -> dict[str, np.ndarray]:
+    """The first `per_class` validation images of each class (by file name), resized to `size`
+    (int or (height, width)): {class: float32 (n, H, W, 3) in [0, 255]}. Real photos come in
+    every size; the model needs its own."""
+    root = Path(root)
+    classes = _check_image_folders(root)
+    return {label: np.stack([load_image(f, size=size) for f in sorted(
+        p for p in (root / "validation" / label).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)[:per_class]])
+        for label in classes}
+
+
 def load_image(path_or_array, size=None) -> np.ndarray:
     """Load one image as float32 RGB (H, W, 3) in [0, 255], resized to `size` if given.
 
@@ -597,45 +496,8 @@ def sample_photos() -> list[dict]:
 
 
 def fetch_kaggle_dogs_vs_cats(dest) -> Path:
-    """Download Kaggle's dogs-vs-cats competition zip into `dest`; return the zip's path.
-
-    Credentials come from Colab secrets (KAGGLE_USERNAME, KAGGLE_KEY), the environment or
-    ~/.kaggle/kaggle.json; they are passed to the Kaggle CLI only, never printed or written.
-    Raises RuntimeError with one line (what failed, and that toy pets are the fallback) when
-    the CLI, the credentials or the network is missing.
-    """
-    dest = Path(dest)
-    target = dest / "dogs-vs-cats.zip"
-    if target.exists() and zipfile.is_zipfile(target):
-        return target
-    env = dict(os.environ)
-    if in_colab():
-        from google.colab import userdata  # noqa: PLC0415
-
-        for key in ("KAGGLE_USERNAME", "KAGGLE_KEY"):
-            try:
-                env[key] = userdata.get(key)
-            except Exception:  # secret missing or not shared with this notebook
-                pass
-    has_credentials = ("KAGGLE_USERNAME" in env and "KAGGLE_KEY" in env) or (Path.home() / ".kaggle/kaggle.json").exists()
-    fallback = "the notebooks fall back to the offline toy-pets set (see data_README.md)."
-    if shutil.which("kaggle") is None:
-        raise RuntimeError(f"Kaggle download skipped: the Kaggle CLI is not installed (pip install kaggle); {fallback}")
-    if not has_credentials:
-        raise RuntimeError("Kaggle download skipped: no credentials (add KAGGLE_USERNAME and KAGGLE_KEY as Colab "
-                           f"secrets or create ~/.kaggle/kaggle.json); {fallback}")
-    dest.mkdir(parents=True, exist_ok=True)
-    try:
-        result = subprocess.run(["kaggle", "competitions", "download", "-c", "dogs-vs-cats", "-p", str(dest)],
-                                env=env, capture_output=True, text=True, timeout=3600)
-    except subprocess.TimeoutExpired:
-        raise RuntimeError(f"Kaggle download timed out after an hour; {fallback}") from None
-    if result.returncode != 0 or not zipfile.is_zipfile(target):
-        message = ((result.stderr or result.stdout).strip().splitlines() or ["no message"])[-1][:200]
-        for secret in filter(None, (env.get("KAGGLE_KEY"), env.get("KAGGLE_USERNAME"))):
-            message = message.replace(secret, "***")
-        raise RuntimeError(f"Kaggle download failed ({message}); {fallback}")
-    return target
+    """Download Kaggle's dogs-vs-cats competition zip into `dest` (see cnnvis.kaggle); return its path."""
+    return download_competition(dest)
 
 
 def plot_samples(root, n: int = 8, split: str = "train", seed: int = 0):
@@ -662,21 +524,25 @@ def plot_samples(root, n: int = 8, split: str = "train", seed: int = 0):
     return fig
 
 
-def find_dataset(paths=None, image_size: int = 160) -> tuple[Path, str]:
-    """Return (root, description) of the data the notebooks train on.
+def find_dataset(paths=None, image_size: int = 160, kind: str = "auto") -> tuple[Path, str]:
+    """Return (root, one-line description) of the data the notebooks train on.
 
-    Real dogs-vs-cats when data/dogs-vs-cats holds train/ and validation/ (see data_README.md),
-    otherwise a toy-pets set generated on the spot (small in quick mode).
+    kind="auto": the real dogs-vs-cats photos when notebook 00 prepared them (real_data_dir),
+    otherwise toy pets; kind="toy": toy pets in any case (they have part boxes). Toy pets are
+    generated on the spot when missing (150 + 50 per class in quick mode, else 600 + 150).
     """
+    if kind not in ("auto", "toy"):
+        raise ValueError(f"kind must be 'auto' (real data when prepared, else toy pets) or 'toy', got {kind!r}.")
     paths = paths or project_paths()
-    real = paths.data / "dogs-vs-cats"
-    if (real / "train").is_dir() and (real / "validation").is_dir():
-        return real, f"real dogs-vs-cats images from {real}"
-    n_train, n_val = (150, 50) if quick_mode() else (600, 150)
+    real = real_data_dir(paths.data)
+    if kind == "auto" and (real / "train").is_dir() and (real / "validation").is_dir():
+        n_train, n_val = real_data_counts()
+        return real, f"real dogs-vs-cats photos ({real.name}: {n_train} train + {n_val} validation images per class)"
+    n_train, n_val = quick_or_full((150, 50), (600, 150))
     root = make_toy_pets(paths.data / f"toy_pets_{n_train}_{n_val}_{image_size}px",
                          n_train=n_train, n_val=n_val, size=image_size)
     return root, (f"toy pets ({n_train} train + {n_val} validation images per class, generated offline; "
-                  f"put the real data in {real} to use it)")
+                  "notebook 00 prepares the real photos)")
 
 
 # ---------------------------------------------------------------------------
@@ -696,7 +562,7 @@ def training_strategy(devices=None):
 
 
 def build_mini_vgg(variant: str = "seed000", input_size: int | None = None, strategy=None,
-                   mixed_precision: bool = False, seed: int | None = 0):
+                   mixed_precision: bool = False, seed: int | None = 0, head: str = "flatten"):
     """Build the seeds' small dogs-vs-cats CNN as a functional model with one sigmoid output.
 
     variant="seed000": the mini-VGG of seed 000 at 160x160 -- blocks of two 3x3 convolutions
@@ -705,6 +571,9 @@ def build_mini_vgg(variant: str = "seed000", input_size: int | None = None, stra
     (block0_conv1, block0_conv2, block0_pool1, ..., block3_pool). First two convolutions:
     448 and 2320 parameters.
     variant="seed003": seed 003's four-convolution net at 150x150 (3,453,121 parameters).
+    head="gap" (seed000 only) replaces flatten, Dense 512 and dropout with global average pooling
+    straight into the sigmoid: each channel's weight then says directly whether it is evidence
+    for dogs (positive) or cats (negative), which gives class-activation maps for both classes.
     Input: raw RGB float32 (N, H, W, 3) in [0, 255]; a Rescaling(1/255) layer comes first.
     The model is created under `strategy` (default: training_strategy()). mixed_precision=True
     computes in float16 on a GPU (the output stays float32); without a GPU it is ignored with a
@@ -719,6 +588,8 @@ def build_mini_vgg(variant: str = "seed000", input_size: int | None = None, stra
         keras.utils.set_random_seed(seed)
     if variant not in ("seed000", "seed003"):
         raise ValueError(f"variant must be 'seed000' (mini-VGG, 160 px) or 'seed003' (4 convs, 150 px); got {variant!r}.")
+    if head not in ("flatten", "gap") or (head == "gap" and variant != "seed000"):
+        raise ValueError(f"head must be 'flatten' (the seeds') or 'gap' (seed000 only); got {head!r} for {variant!r}.")
     size = input_size or (160 if variant == "seed000" else 150)
     dtype = None
     if mixed_precision:
@@ -741,9 +612,12 @@ def build_mini_vgg(variant: str = "seed000", input_size: int | None = None, stra
                 x = layers.MaxPooling2D(name=f"block{block}_pool1", dtype=dtype)(x)
             x = conv(128, "block3_conv1", "same")(x)
             x = layers.MaxPooling2D(name="block3_pool", dtype=dtype)(x)
-            x = layers.Flatten(name="flatten")(x)
-            x = layers.Dense(512, activation="relu", name="dense", dtype=dtype)(x)
-            x = layers.Dropout(0.5, name="dropout")(x)
+            if head == "gap":
+                x = layers.GlobalAveragePooling2D(name="gap", dtype=dtype)(x)
+            else:
+                x = layers.Flatten(name="flatten")(x)
+                x = layers.Dense(512, activation="relu", name="dense", dtype=dtype)(x)
+                x = layers.Dropout(0.5, name="dropout")(x)
         else:
             for i, filters in enumerate((32, 64, 128, 128), start=1):
                 x = conv(filters, f"conv2d_{i}", "valid")(x)
@@ -751,7 +625,7 @@ def build_mini_vgg(variant: str = "seed000", input_size: int | None = None, stra
             x = layers.Flatten(name="flatten")(x)
             x = layers.Dense(512, activation="relu", name="dense", dtype=dtype)(x)
         outputs = layers.Dense(1, activation="sigmoid", name="prediction", dtype="float32")(x)
-        return keras.Model(inputs, outputs, name=f"mini_vgg_{variant}")
+        return keras.Model(inputs, outputs, name=f"mini_vgg_{variant}" + ("_gap" if head == "gap" else ""))
 
 
 def augmentation_layers(seed: int = 0):
@@ -775,38 +649,51 @@ def _history_from_state(state: dict):
 
 def train(model, train_ds, val_ds, epochs: int, checkpoint=None, resume: bool = True,
           learning_rate: float = 1e-4, optimizer=None, loss: str = "binary_crossentropy",
-          augment=None, verbose: int = 2):
+          augment=None, verbose: int = 2, data_root=None):
     """Compile and fit `model`; return the Keras History of all epochs run so far.
 
     Defaults follow seed 003: RMSprop(1e-4) and binary cross-entropy, accuracy as metric.
     `augment` is a Keras layer/model applied to training batches only (see augmentation_layers).
     With `checkpoint` (a path ending in .keras) the best model by validation accuracy is saved
-    there and a small JSON state beside it records epochs done and the history; with
-    resume=True a later call loads that checkpoint and continues from the next epoch (or, when
-    all `epochs` are done, returns the stored history without training).
+    there and a small JSON state beside it records epochs done, the history and the data
+    (`data_root`'s folder name and image counts, see cnnvis.checkpoints); with resume=True a
+    later call on the same data loads that checkpoint and continues from the next epoch (or,
+    when all `epochs` are done, returns the stored history without training). A checkpoint of
+    other data is never resumed: it is renamed to name__<its data>.keras and training starts
+    afresh, with one line saying so. A model computing in mixed_float16 gets its optimizer
+    wrapped in a LossScaleOptimizer, so small float16 gradients do not vanish.
     """
     keras = _keras()
     tf = _tensorflow()
 
     if epochs < 1:
         raise ValueError(f"epochs must be at least 1, got {epochs}.")
-    state = {"epochs_done": 0, "history": {}}
+    record = dataset_record(data_root)
+    state = {"epochs_done": 0, "history": {}, **record}
     if checkpoint is not None:
         checkpoint = Path(checkpoint)
         if checkpoint.suffix != ".keras":
             raise ValueError(f"checkpoint must be a .keras file path, got {checkpoint}.")
         checkpoint.parent.mkdir(parents=True, exist_ok=True)
         state_path = checkpoint.with_suffix(".json")
-        if resume and checkpoint.exists() and state_path.exists():
-            state = json.loads(state_path.read_text())
+        saved = (read_state(checkpoint) or {}) if checkpoint.exists() else None
+        if resume and saved is not None and not ("epochs_done" in saved and same_data(saved, record)):
+            moved = set_aside(checkpoint, saved)
+            print(f"{checkpoint.name} was trained on {saved.get('dataset') or 'unrecorded data'}, not on "
+                  f"{record['dataset'] or 'this data'}: kept it as {moved.name} and training afresh.")
+        elif resume and saved is not None:
+            state = saved
             model.set_weights(keras.models.load_model(checkpoint).get_weights())
             if state["epochs_done"] >= epochs:
                 return _history_from_state(state)
     if augment is not None:
         train_ds = train_ds.map(lambda x, y: (augment(x, training=True), y), num_parallel_calls=tf.data.AUTOTUNE)
+    mixed = any(getattr(layer.dtype_policy, "name", "") == "mixed_float16" for layer in model.layers)
     with model.distribute_strategy.scope():
-        model.compile(optimizer=optimizer or keras.optimizers.RMSprop(learning_rate), loss=loss,
-                      metrics=["accuracy"])
+        optimizer = optimizer or keras.optimizers.RMSprop(learning_rate)
+        if mixed and not isinstance(optimizer, keras.optimizers.LossScaleOptimizer):
+            optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
+        model.compile(optimizer=optimizer, loss=loss, metrics=["accuracy"])
     callbacks = []
     if checkpoint is not None:
         best = max(state["history"].get("val_accuracy", [float("-inf")]))
@@ -828,28 +715,35 @@ def train(model, train_ds, val_ds, epochs: int, checkpoint=None, resume: bool = 
     return _history_from_state(state)
 
 
-def checkpoint_path(name: str = "mini_vgg", paths=None) -> Path:
-    """The .keras checkpoint path for `name` in the models folder; quick mode gets its own file
-    (name_quick.keras) so a CI-sized run never resumes from, or overwrites, a full one."""
+def checkpoint_path(name: str = "mini_vgg", paths=None, dataset=None) -> Path:
+    """The .keras checkpoint path for `name` in the models folder: name_<dataset folder name>.keras
+    when `dataset` (a data root) is given, so models of different data never share a file; quick
+    mode adds _quick, so a CI-sized run never resumes from, or overwrites, a full one."""
     paths = paths or project_paths()
-    return paths.models / f"{name}{'_quick' if quick_mode() else ''}.keras"
+    data = f"_{Path(dataset).name}" if dataset is not None else ""
+    return paths.models / f"{name}{data}{'_quick' if quick_mode() else ''}.keras"
 
 
-def quick_or_full(quick, full):
-    """`quick` in quick mode (CNNVIS_QUICK=1), else `full`: one place for CI-sized settings."""
-    return quick if quick_mode() else full
-
-
-def trained_mini_vgg(paths=None, epochs: int | None = None):
-    """Return (model, class_names, dataset_root): notebook 01's best mini-VGG checkpoint, or --
-    when there is none -- a mini-VGG trained now on the same data (12 epochs, 10 in quick mode)."""
+def trained_mini_vgg(paths=None, epochs: int | None = None, dataset: str = "auto", head: str = "flatten"):
+    """Return (model, class_names, dataset_root): notebook 01's best mini-VGG for the data that
+    find_dataset(kind=dataset) picks, or -- when there is none for that data -- one trained now
+    (12 epochs, 10 in quick mode; progress shown). head="gap": the global-average-pooling variant
+    (build_mini_vgg), in its own checkpoint, trained with Adam(1e-3). Prints one line: which checkpoint, trained on what,
+    for how many epochs."""
     paths = paths or project_paths()
-    root, _ = find_dataset(paths)
-    checkpoint = checkpoint_path("mini_vgg", paths)
+    root, _ = find_dataset(paths, kind=dataset)
+    checkpoint = checkpoint_path("mini_vgg" if head == "flatten" else f"mini_vgg_{head}", paths, dataset=root)
     train_ds, val_ds, classes = load_image_folders(root)
-    if not checkpoint.exists():
-        train(build_mini_vgg(), train_ds, val_ds, epochs=epochs or quick_or_full(10, 12),
-              checkpoint=checkpoint, verbose=0)
+    state = read_state(checkpoint) if checkpoint.exists() else None
+    if state is None or not same_data(state, dataset_record(root)):
+        n = epochs or quick_or_full(10, 12)
+        which = "mini-VGG" if head == "flatten" else f"mini-VGG with the {head} head"
+        print(f"No {which} trained on {root.name} yet (notebook 01 trains one): training it now, {n} epochs.")
+        # the GAP head learns nothing in 10 epochs at RMSprop(1e-4) (measured: stuck at 0.50); Adam(1e-3) trains it
+        optimizer = _keras().optimizers.Adam(1e-3) if head == "gap" else None
+        train(build_mini_vgg(head=head), train_ds, val_ds, epochs=n, checkpoint=checkpoint, data_root=root, verbose=2,
+              optimizer=optimizer)
+    print(describe_checkpoint(checkpoint))
     return load_checkpoint(checkpoint), classes, root
 
 
@@ -1326,8 +1220,8 @@ def plot_sparsity(stats_by_model: dict[str, list[dict]]):
 _COLOR_SQRT = np.array([[0.26, 0.09, 0.02], [0.27, 0.00, -0.05], [0.27, -0.09, 0.03]], np.float32)
 _COLOR_SQRT /= np.max(np.linalg.norm(_COLOR_SQRT, axis=0))
 
-REGULARISED_DEFAULTS = {"steps": 128, "learning_rate": 0.05, "pad": 12, "jitter": 8,
-                        "scales": (0.95, 0.975, 1.0, 1.025, 1.05), "max_rotation": 5.0}
+REGULARISED_DEFAULTS = {"steps": 128, "learning_rate": 0.05, "pad": 12, "jitter": 8, "late_jitter": 4,
+                        "scales": tuple(1 + (i - 5) / 50 for i in range(11)), "max_rotation": 10.0}
 
 
 def _replay_to(model, layer_name: str, input_shape):
@@ -1447,31 +1341,39 @@ def _param_to_image(spectrum, scale):
     return tf.sigmoid(tf.einsum("nhwc,dc->nhwd", spatial, _COLOR_SQRT))
 
 
-def _random_transform(images, seed, step, pad, jitter, scales, max_rotation):
-    """Lucid's transformation robustness, the same draw for every image of the batch (so a filter's
-    result does not depend on its batch): pad, jitter, random scale, small rotation, jitter."""
+def _random_transform(images, seed, step, settings):
+    """Lucid's standard transformation robustness on raw pixels (N, size, size, 3) in [0, 255], the
+    same draw for every image of the batch (so a filter's result does not depend on its batch):
+    pad with mid-grey, jitter, scale and rotate about the centre, jitter again, then the centre
+    crop of the original size. Every random offset is uniform and symmetric, so on average the
+    objective sees the whole image, centred, and padding shows equally on every side."""
     tf = _tensorflow()
 
     def draw(i, shape, low, high, dtype=tf.float32):
         return tf.random.stateless_uniform(shape, seed=tf.stack([seed, step * 8 + i]), minval=low, maxval=high, dtype=dtype)
 
+    def jitter(x, amount, i):  # a random crop `amount` pixels smaller, offset uniform in [0, amount]
+        offsets = draw(i, [2], 0, amount + 1, tf.int32)
+        size = tf.shape(x)[1] - amount
+        return x[:, offsets[0]:offsets[0] + size, offsets[1]:offsets[1] + size, :]
+
     size = tf.shape(images)[1]
-    x = tf.pad(images, [[0, 0], [pad, pad], [pad, pad], [0, 0]], constant_values=0.5)
-    offsets = draw(0, [2], 0, jitter + 1, tf.int32)
-    x = x[:, offsets[0]:, offsets[1]:, :]
-    scale = tf.gather(tf.constant(scales, tf.float32), draw(1, [], 0, len(scales), tf.int32))
-    new = tf.cast(tf.cast(tf.shape(x)[1:3], tf.float32) * scale, tf.int32)
-    x = tf.image.resize(x, new)
-    angle = draw(2, [], -max_rotation, max_rotation) * np.pi / 180
-    h, w = tf.cast(tf.shape(x)[1], tf.float32), tf.cast(tf.shape(x)[2], tf.float32)
-    cos, sin = tf.cos(angle), tf.sin(angle)
-    cx, cy = (w - 1) / 2, (h - 1) / 2
-    transform = tf.stack([cos, -sin, cx - cos * cx + sin * cy, sin, cos, cy - sin * cx - cos * cy, 0.0, 0.0])
+    pad = settings["pad"]
+    x = tf.pad(images, [[0, 0], [pad, pad], [pad, pad], [0, 0]], constant_values=127.5)
+    x = jitter(x, settings["jitter"], 0)
+    scale = tf.gather(tf.constant(settings["scales"], tf.float32), draw(1, [], 0, len(settings["scales"]), tf.int32))
+    angle = draw(2, [], -settings["max_rotation"], settings["max_rotation"]) * np.pi / 180
+    # output pixel p samples input (R(angle) p) / scale about the centre c: a zoom by `scale`, then a rotation
+    n = tf.cast(tf.shape(x)[1], tf.float32)
+    c = (n - 1) / 2
+    cos, sin = tf.cos(angle) / scale, tf.sin(angle) / scale
+    transform = tf.stack([cos, -sin, c - cos * c + sin * c, sin, cos, c - sin * c - cos * c, 0.0, 0.0])
     x = tf.raw_ops.ImageProjectiveTransformV3(
         images=x, transforms=tf.tile(transform[None], [tf.shape(x)[0], 1]), output_shape=tf.shape(x)[1:3],
-        fill_value=0.5, interpolation="BILINEAR", fill_mode="CONSTANT")
-    offsets = draw(3, [2], 0, jitter // 2 + 1, tf.int32)
-    return x[:, offsets[0]:offsets[0] + size - jitter, offsets[1]:offsets[1] + size - jitter, :]
+        fill_value=127.5, interpolation="BILINEAR", fill_mode="CONSTANT")
+    x = jitter(x, settings["late_jitter"], 3)
+    start = (tf.shape(x)[1] - size) // 2
+    return x[:, start:start + size, start:start + size, :]
 
 
 def _regularised_ascent_fn(cut, size, settings):
@@ -1491,8 +1393,7 @@ def _regularised_ascent_fn(cut, size, settings):
             with tf.GradientTape() as tape:
                 tape.watch(spectrum)
                 image = _param_to_image(spectrum, scale) * 255.0
-                seen = _random_transform(image, seed, step, settings["pad"], settings["jitter"], settings["scales"],
-                                         settings["max_rotation"])
+                seen = _random_transform(image, seed, step, settings)
                 loss = -tf.reduce_sum(_filter_means(cut, seen, filters))
             grads = tape.gradient(loss, spectrum)
             t = tf.cast(step + 1, tf.float32)
@@ -1611,6 +1512,15 @@ def pattern_grid(patterns, per_row: int = 8, margin: int = 5) -> np.ndarray:
     return grid[: grid.shape[0] - margin, : grid.shape[1] - margin]
 
 
+def frame_contrast(patterns, band: int = 8) -> np.ndarray:
+    """Mean brightness of each pattern's outer `band` pixels minus that of its centre, in grey
+    levels (n,): strongly negative for every pattern means a dark frame (padding the objective saw)."""
+    x = np.asarray(patterns, np.float32).mean(axis=-1)
+    border = np.zeros(x.shape[1:], bool)
+    border[:band], border[-band:], border[:, :band], border[:, -band:] = True, True, True, True
+    return x[:, border].mean(axis=1) - x[:, ~border].mean(axis=1)
+
+
 def first_layer_kernels(model, layer_name: str | None = None) -> np.ndarray:
     """The first convolution's kernels as RGB tiles: uint8 (n_filters, k, k, 3), each kernel
     scaled on its own to 0-255 (a 3x3 kernel is a tiny picture of the colour edge it detects)."""
@@ -1649,18 +1559,26 @@ def plot_patterns(patterns, title: str = "", per_row: int = 8, margin: int = 5, 
 
 def _head(model):
     """(final Dense layer, name of the layer feeding it): class scores are recomputed from the
-    Dense's kernel and bias, i.e. taken before its softmax/sigmoid, as the Grad-CAM paper asks."""
+    Dense's kernel and bias, i.e. taken before its softmax/sigmoid, as the Grad-CAM paper asks.
+    A trailing Activation or Softmax layer (softmax, sigmoid or linear; the Keras mixed-precision
+    guide ends models with one) is looked through."""
     keras = _keras()
 
+    def before(layer):
+        if isinstance(model, keras.Sequential) or not hasattr(layer.input, "_keras_history"):
+            return model.layers[model.layers.index(layer) - 1] if model.layers.index(layer) > 0 else None
+        return layer.input._keras_history.operation
+
     last = model.layers[-1]
+    if isinstance(last, keras.layers.Softmax) or (isinstance(last, keras.layers.Activation) and getattr(
+            last.activation, "__name__", "") in ("softmax", "sigmoid", "linear")):
+        last = before(last)
     if not isinstance(last, keras.layers.Dense):
-        raise ValueError(f"Model {model.name!r} ends in {type(last).__name__} {last.name!r}; Grad-CAM here needs a final "
-                         "Dense classification layer (softmax, sigmoid or linear).")
-    if isinstance(model, keras.Sequential) or len(model.layers) < 2 or not hasattr(last.input, "_keras_history"):
-        feed = model.layers[-2]
-    else:
-        feed = last.input._keras_history.operation
-    if isinstance(feed, keras.layers.InputLayer):
+        raise ValueError(f"Model {model.name!r} ends in {type(model.layers[-1]).__name__} {model.layers[-1].name!r}; "
+                         "Grad-CAM here needs a final Dense classification layer (softmax, sigmoid or linear), "
+                         "optionally followed by an Activation or Softmax layer.")
+    feed = before(last)
+    if feed is None or isinstance(feed, keras.layers.InputLayer):
         raise ValueError(f"Model {model.name!r} has no layers before its classifier.")
     return last, feed.name
 
@@ -1742,18 +1660,17 @@ def _cam_inputs(model, images, class_index, layer_name):
 
 def _normalise_maps(cams, report_name: str) -> np.ndarray:
     """ReLU'd maps (N, h, w) -> [0, 1] per map; all-zero maps stay zero and are reported."""
-    import warnings  # noqa: PLC0415
-
     cams = np.maximum(np.nan_to_num(np.asarray(cams, np.float32)), 0)
     peak = cams.max(axis=(1, 2), keepdims=True)
     zero = int((peak == 0).sum())
-    if zero:
-        warnings.warn(f"{report_name}: {zero} of {len(cams)} maps are all zero (nothing in this layer raises the "
-                      "class score); they are returned as zeros.", RuntimeWarning, stacklevel=3)
+    if zero:  # warned as from "helpers.py", so notebook outputs never show this machine's path
+        warnings.warn_explicit(f"{report_name}: {zero} of {len(cams)} maps are all zero (nothing in this layer "
+                               "raises the class score); they are returned as zeros.", RuntimeWarning,
+                               filename="helpers.py", lineno=0, module="helpers")
     return np.divide(cams, peak, out=np.zeros_like(cams), where=peak > 0)
 
 
-def grad_cam(model, images, layer_name=None, class_index=None, return_classes: bool = False):
+def grad_cam(model, images, layer_name=None, class_index=None, return_classes: bool = False, relu: bool = True):
     """Grad-CAM heatmaps, float32 (N, h, w) in [0, 1] at the layer's resolution.
 
     images: raw RGB (H, W, 3) or (N, H, W, 3) at the model's input size. layer_name=None uses the
@@ -1762,12 +1679,15 @@ def grad_cam(model, images, layer_name=None, class_index=None, return_classes: b
     negative. Scores are taken before the final softmax/sigmoid; channel weights are the
     per-image spatial mean of the gradients (never averaged across the batch), so a batch gives
     the same maps as one image at a time. Compiled once per model and layer. With
-    return_classes=True also returns the explained class per image (N,).
+    return_classes=True also returns the explained class per image (N,). relu=False returns the
+    signed weighted sum before the ReLU and the scaling (float32 (N, h, w), any range): where it
+    is negative, the layer's activations lower the class score.
     """
     batch, classes, layer_name, run = _cam_inputs(model, images, class_index, layer_name)
     acts, grads, _, used = run(batch, classes)
     weights = np.asarray(grads).mean(axis=(1, 2))
-    heat = _normalise_maps(np.einsum("nhwc,nc->nhw", np.asarray(acts), weights), "grad_cam")
+    signed = np.einsum("nhwc,nc->nhw", np.asarray(acts), weights)
+    heat = _normalise_maps(signed, "grad_cam") if relu else signed.astype(np.float32)
     return (heat, np.asarray(used)) if return_classes else heat
 
 
@@ -1798,21 +1718,36 @@ def _explained_classes(model, batch, class_index):
     return class_probabilities(model, batch).argmax(axis=1)
 
 
+def class_scores(model, images, batch_size: int = 64) -> np.ndarray:
+    """Class scores before the final softmax/sigmoid, float32 (N, n_classes), for raw images (N, H, W, 3);
+    a single sigmoid output z gives [-z, z] (as in grad_cam, class 0 explains the negated logit)."""
+    dense, feed = _head(model)
+    features = _cached(_CAM_CACHE, model, ("features", feed), lambda: activation_model(model, feed))
+    batch, _ = _as_batch(images)
+    kernel = np.asarray(dense.kernel, np.float32)
+    bias = np.asarray(dense.bias, np.float32) if dense.use_bias else 0.0
+    logits = np.concatenate([np.asarray(features(batch[i:i + batch_size], training=False), np.float32) @ kernel + bias
+                             for i in range(0, len(batch), batch_size)])
+    return np.concatenate([-logits, logits], axis=1) if logits.shape[1] == 1 else logits
+
+
 def score_cam(model, images, layer_name=None, class_index=None, max_channels: int = 256, batch_size: int = 32):
-    """Score-CAM (Wang et al., 2020): each channel, upsampled and scaled to [0, 1], masks the image;
-    its weight is the class probability of the masked image minus that of a black image. Uses
-    the `max_channels` channels with the highest mean activation; masks are scored in batches.
+    """Score-CAM (Wang et al., 2020), computed as the paper and pytorch-grad-cam do: each channel of
+    the layer, upsampled to the image and scaled to [0, 1], masks the image; the class's score
+    before softmax/sigmoid on each masked image, softmaxed over the channels, weighs the channels;
+    the map is the ReLU of the weighted sum of activations, scaled to [0, 1]. The `max_channels`
+    channels with the highest mean activation are used; masks are scored in batches.
     (N, h, w) in [0, 1]."""
     batch, _, layer_name, _ = _cam_inputs(model, images, class_index, layer_name)
     classes = _explained_classes(model, batch, class_index)
     acts_all = get_activations(model, batch, [layer_name])[layer_name]
-    baseline = class_probabilities(model, np.zeros_like(batch[:1]))[0]
     maps = []
     for image, acts, cls in zip(batch, acts_all, classes):
         keep = np.argsort(acts.mean(axis=(0, 1)))[::-1][:max_channels]
         masks = upsample_heatmap(_minmax(acts[..., keep].transpose(2, 0, 1)), image.shape[:2])
-        scores = class_probabilities(model, image[None] * masks[..., None], batch_size)[:, cls] - baseline[cls]
-        maps.append(np.einsum("hwc,c->hw", acts[..., keep], scores))
+        scores = class_scores(model, image[None] * masks[..., None], batch_size)[:, cls]
+        weights = np.exp(scores - scores.max())
+        maps.append(np.einsum("hwc,c->hw", acts[..., keep], weights / weights.sum()))
     return _normalise_maps(np.stack(maps), "score_cam")
 
 
@@ -1892,22 +1827,41 @@ def overlay_heatmap(image, heatmap, alpha: float = 0.4, cmap: str = "jet") -> np
     return np.clip((1 - alpha) * image + alpha * colours, 0, 255).astype(np.uint8)
 
 
-def pointing_game(heatmaps, boxes, image_size) -> float:
-    """Share of maps whose maximum, upsampled to `image_size` (int or (H, W)), falls inside one of
-    that image's boxes. boxes: per image a list of (x0, y0, x1, y1) in pixels. When several
-    pixels share the maximum (a plateau), their centre is the point; a constant (e.g. all-zero)
-    map points nowhere and counts as a miss."""
-    maps = upsample_heatmap(heatmaps, image_size)
-    maps = maps[None] if maps.ndim == 2 else maps
+def _pointing(maps, boxes, tolerance: float):
+    """Per map: None for a constant (e.g. all-zero) map, which points nowhere; else whether its
+    maximum lies within `tolerance` pixels of one of the image's boxes."""
     if len(maps) != len(boxes):
         raise ValueError(f"{len(maps)} heatmaps but {len(boxes)} box lists; give one list of boxes per image.")
-    hits = 0
+    results = []
     for heat, image_boxes in zip(maps, boxes):
         if heat.max() - heat.min() < 1e-6:
+            results.append(None)
             continue
-        y, x = np.argwhere(heat >= heat.max() - 1e-6).mean(axis=0)
-        hits += any(x0 <= x <= x1 and y0 <= y <= y1 for x0, y0, x1, y1 in image_boxes)
-    return hits / len(maps)
+        y, x = np.argwhere(heat >= heat.max() - 1e-6).mean(axis=0)  # a plateau's centre
+        distance = min(np.hypot(max(x0 - x, 0, x - x1), max(y0 - y, 0, y - y1)) for x0, y0, x1, y1 in image_boxes)
+        results.append(bool(distance <= tolerance))
+    return results
+
+
+def pointing_game(heatmaps, boxes, image_size, tolerance: float = 0) -> float:
+    """Share of maps whose maximum, upsampled to `image_size` (int or (H, W)), falls inside one of
+    that image's boxes, or within `tolerance` pixels of one (Zhang et al. used 15). boxes: per
+    image a list of (x0, y0, x1, y1) in pixels. When several pixels share the maximum (a plateau),
+    their centre is the point; a constant (e.g. all-zero) map points nowhere and counts as a miss."""
+    maps = upsample_heatmap(heatmaps, image_size)
+    maps = maps[None] if maps.ndim == 2 else maps
+    return float(np.mean([bool(hit) for hit in _pointing(maps, boxes, tolerance)]))
+
+
+def pointing_game_report(heatmaps, boxes, image_size, tolerance: float = 15) -> dict:
+    """The pointing game as Zhang et al. report it: {"strict": share of maxima inside a box,
+    "tolerant": share within `tolerance` pixels, "empty": number of constant maps (misses in both),
+    "n": number of maps}."""
+    maps = upsample_heatmap(heatmaps, image_size)
+    maps = maps[None] if maps.ndim == 2 else maps
+    strict, tolerant = _pointing(maps, boxes, 0), _pointing(maps, boxes, tolerance)
+    return {"strict": float(np.mean([bool(h) for h in strict])), "tolerant": float(np.mean([bool(h) for h in tolerant])),
+            "empty": sum(h is None for h in strict), "n": len(maps)}
 
 
 def random_point_baseline(boxes, image_size) -> float:
@@ -1923,39 +1877,73 @@ def random_point_baseline(boxes, image_size) -> float:
     return float(np.mean(shares))
 
 
+def blur(images, sigma: float = 5.0) -> np.ndarray:
+    """Gaussian blur (RISE's insertion start: sigma 5, an 11-pixel kernel), reflecting at the
+    borders: float32 (N, H, W, 3) in [0, 255], the same shape as `images`."""
+    tf = _tensorflow()
+
+    batch, _ = _as_batch(images)
+    radius = int(np.ceil(sigma))
+    taps = np.exp(-0.5 * (np.arange(-radius, radius + 1) / sigma) ** 2)
+    taps = (taps / taps.sum()).astype(np.float32)
+    x = tf.pad(batch, [[0, 0], [radius, radius], [radius, radius], [0, 0]], mode="REFLECT")
+    rows = tf.constant(np.tile(taps[:, None, None, None], (1, 1, 3, 1)))
+    x = tf.nn.depthwise_conv2d(x, rows, [1, 1, 1, 1], "VALID")
+    x = tf.nn.depthwise_conv2d(x, tf.transpose(rows, (1, 0, 2, 3)), [1, 1, 1, 1], "VALID")
+    return x.numpy()
+
+
 def deletion_insertion_auc(model, images, heatmaps, class_index=None, steps: int = 16, batch_size: int = 64):
     """Deletion and insertion AUC (Petsiuk et al., 2018), per image: (deletion (N,), insertion (N,)).
 
-    Deletion greys out pixels from the most to the least salient and averages the class
-    probability over `steps` + 1 stages (lower is better); insertion reveals them on a blurred
-    image (higher is better)."""
-    tf = _tensorflow()
-
+    Deletion greys out (127.5) pixels from the most to the least salient and records the class
+    probability at `steps` + 1 stages, 0 to 100 % removed; insertion reveals them, in the same
+    order, on a Gaussian-blurred copy (blur). Each curve's area is taken by the trapezoid rule
+    over [0, 1]: lower is better for deletion, higher for insertion. Both ends of the curves are
+    the model's score on the fully grey and the fully blurred image (see reference_scores): for a
+    one-output model they are not class-neutral."""
     batch, _ = _as_batch(images)
     maps = upsample_heatmap(heatmaps, batch.shape[1:3])
     maps = maps[None] if maps.ndim == 2 else maps
     classes = _explained_classes(model, batch, class_index)
-    blurred = tf.image.resize(tf.image.resize(batch, (batch.shape[1] // 8, batch.shape[2] // 8)), batch.shape[1:3]).numpy()
     fractions = np.linspace(0, 1, steps + 1)
     deletion, insertion = [], []
-    for image, blur, heat, cls in zip(batch, blurred, maps, classes):
+    for image, blurred, heat, cls in zip(batch, blur(batch), maps, classes):
         order = np.argsort(-heat.ravel(), kind="stable")
         rank = np.empty_like(order)
         rank[order] = np.arange(order.size)
-        revealed = (rank[None] < (fractions[:, None] * order.size)).reshape(-1, *heat.shape)[..., None]
-        deleted = np.where(revealed, 127.5, image[None])
-        inserted = np.where(revealed, image[None], blur[None])
-        deletion.append(class_probabilities(model, deleted, batch_size)[:, cls].mean())
-        insertion.append(class_probabilities(model, inserted, batch_size)[:, cls].mean())
+        revealed = (rank[None] < np.round(fractions[:, None] * order.size)).reshape(-1, *heat.shape)[..., None]
+        for curves, stages in ((deletion, np.where(revealed, 127.5, image[None])),
+                               (insertion, np.where(revealed, image[None], blurred[None]))):
+            p = class_probabilities(model, stages, batch_size)[:, cls]
+            curves.append(float((p[:-1] + p[1:]).sum() / 2 / steps))
     return np.array(deletion), np.array(insertion)
 
 
-def _spearman(a, b) -> float:
-    ranks_a = np.argsort(np.argsort(a.ravel())).astype(float)
-    ranks_b = np.argsort(np.argsort(b.ravel())).astype(float)
-    if ranks_a.std() == 0 or ranks_b.std() == 0:
-        return 0.0
-    return float(np.corrcoef(ranks_a, ranks_b)[0, 1])
+def reference_scores(model, images, class_index=None) -> dict:
+    """The class probability on the two images where deletion ends and insertion starts:
+    {"grey": (N,) for the all-grey image, "blurred": (N,) for the blurred image}."""
+    batch, _ = _as_batch(images)
+    classes = _explained_classes(model, batch, class_index)
+    pick = np.arange(len(batch))
+    return {"grey": class_probabilities(model, np.full_like(batch, 127.5))[pick, classes],
+            "blurred": class_probabilities(model, blur(batch))[pick, classes]}
+
+
+def rank_correlation(a, b) -> float:
+    """Spearman's rank correlation of two maps of the same shape, in [-1, 1], with tied values given
+    their average rank (as scipy.stats.spearmanr): two unrelated maps that are mostly zeros come
+    out near 0, not high. A constant map has no ranking: two constant maps count as identical (1.0),
+    one constant map against a varying one as unrelated (0.0)."""
+    from scipy.stats import rankdata  # noqa: PLC0415  (SciPy comes with scikit-image)
+
+    a, b = np.asarray(a, np.float64).ravel(), np.asarray(b, np.float64).ravel()
+    if a.shape != b.shape:
+        raise ValueError(f"rank_correlation needs maps of the same size, got {a.size} and {b.size} values.")
+    flat_a, flat_b = np.ptp(a) == 0, np.ptp(b) == 0
+    if flat_a or flat_b:
+        return 1.0 if flat_a and flat_b else 0.0
+    return float(np.corrcoef(rankdata(a), rankdata(b))[0, 1])
 
 
 def randomisation_check(model, images, method: str = "Grad-CAM", layer_name=None, class_index=None,
@@ -1978,9 +1966,56 @@ def randomisation_check(model, images, method: str = "Grad-CAM", layer_name=None
     for layer in weighted:
         layer.set_weights([rng.normal(0, max(float(w.std()), 1e-3), w.shape).astype(w.dtype) for w in layer.get_weights()])
     randomised = explain(copy, batch, method, layer_name, classes)
-    per_image = np.array([_spearman(a, b) for a, b in zip(original, randomised)])
+    per_image = np.array([rank_correlation(a, b) for a, b in zip(original, randomised)])
     return {"correlation": float(per_image.mean()), "per_image": per_image,
             "flagged": bool(per_image.mean() > threshold), "randomised": [layer.name for layer in weighted]}
+
+
+def cascading_randomisation(model, images, method: str = "Grad-CAM", layer_name=None, class_index=None,
+                            seed: int = 0, independent: bool = False, max_stages: int | None = None) -> list[dict]:
+    """Adebayo et al.'s (2018) model-randomisation test, one stage per layer with weights, from the
+    top down: at stage k the top k such layers are re-initialised (cascading), or only the k-th
+    (independent=True). Each stage's maps are compared with the original ones by rank_correlation,
+    per image. Returns [{"layer": name, "correlation": mean over images}], top layer first. A
+    method whose maps depend on what the model learned falls towards 0 at once."""
+    keras = _keras()
+
+    batch, _ = _as_batch(images)
+    classes = _explained_classes(model, batch, class_index)
+    original = explain(model, batch, method, layer_name, classes)
+    names = [layer.name for layer in model.layers if layer.weights and not hasattr(layer, "layers")][::-1]
+    rng = np.random.default_rng(seed)
+    stages = []
+    for k, name in enumerate(names[:max_stages]):
+        copy = keras.models.clone_model(model)
+        copy.set_weights(model.get_weights())
+        for target in (names[k:k + 1] if independent else names[:k + 1]):
+            layer = copy.get_layer(target)
+            layer.set_weights([rng.normal(0, max(float(w.std()), 1e-3), w.shape).astype(w.dtype)
+                               for w in layer.get_weights()])
+        with warnings.catch_warnings(), _QuietRetracing():
+            warnings.simplefilter("ignore", RuntimeWarning)  # randomised models give empty maps often
+            maps = explain(copy, batch, method, layer_name, classes)
+        stages.append({"layer": name, "correlation": float(np.mean([rank_correlation(a, b)
+                                                                    for a, b in zip(original, maps)]))})
+    return stages
+
+
+def plot_randomisation(stages_by_method: dict):
+    """One line per method: rank correlation with the original maps after each randomisation stage
+    (cascading_randomisation), top layer on the left. Returns the figure."""
+    fig, ax = plt.subplots(figsize=(7, 3.2))
+    for method, stages in stages_by_method.items():
+        ax.plot(range(len(stages)), [s["correlation"] for s in stages], "o-", label=method)
+    labels = [s["layer"] for s in next(iter(stages_by_method.values()))]
+    ax.set_xticks(range(len(labels)), labels, rotation=45, ha="right", fontsize=8)
+    ax.axhline(0, color="grey", lw=0.5)
+    ax.set_ylim(-0.3, 1.05)
+    ax.set_ylabel("rank correlation\nwith original maps")
+    ax.set_xlabel("randomised down to this layer")
+    ax.legend()
+    fig.tight_layout()
+    return fig
 
 
 def plot_cams(images, maps_by_method: dict, titles=None, boxes=None, alpha: float = 0.45, cmap: str = "jet"):

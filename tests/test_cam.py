@@ -110,9 +110,10 @@ def test_all_zero_map_stays_zero_and_is_reported():
     model = _binary_net()
     dense = model.get_layer("out")
     dense.set_weights([np.abs(dense.get_weights()[0]) + 0.01, dense.get_weights()[1]])
-    with pytest.warns(RuntimeWarning, match="3 of 3 maps are all zero"):
+    with pytest.warns(RuntimeWarning, match="3 of 3 maps are all zero") as record:
         heat = helpers.grad_cam(model, IMAGES, class_index=0)  # -logit only falls as activations grow
     assert (heat == 0).all() and np.isfinite(heat).all()
+    assert record[0].filename == "helpers.py"  # notebook outputs never show this machine's path
 
 
 @pytest.mark.parametrize("kind", ["sequential_input", "sequential_no_input", "nested"])
@@ -329,8 +330,151 @@ def test_grad_cam_plus_plus_and_score_cam_directly(red_model):
     score = helpers.score_cam(red_model, image, "red", class_index=1, max_channels=2)
     assert score.shape == (1, 32, 32)
     assert helpers.pointing_game(score, [[(8, 8, 15, 15)]], 32) == 1.0
-    # max_channels keeps the channels with the highest mean activation: here the faint blue
-    # background channel, whose mask alone lowers P(red), so the map is empty (and reported)
-    with pytest.warns(RuntimeWarning, match="all zero"):
-        only_background = helpers.score_cam(red_model, image, "red", class_index=1, max_channels=1)
-    assert (only_background == 0).all()
+    # max_channels keeps the channels with the highest mean activation: here only the faint blue
+    # background channel, whose softmax weight is then 1: the map is that channel, off the square
+    only_background = helpers.score_cam(red_model, image, "red", class_index=1, max_channels=1)
+    assert only_background.max() == pytest.approx(1.0)
+    assert helpers.pointing_game(only_background, [[(8, 8, 15, 15)]], 32) == 0.0
+
+
+def test_score_cam_is_the_papers_formula(softmax_net):
+    """Issue 9: Score-CAM subtracted a baseline and never took the softmax over channels, so weights
+    went negative and maps came out empty. Direct computation: masks from min-max scaled
+    activations, pre-softmax class scores of the masked inputs, softmax over channels, ReLU."""
+    inputs = keras.Input((24, 24, 3))
+    x = layers.Conv2D(6, 3, padding="same", activation="relu", name="conv")(layers.Rescaling(1 / 255)(inputs))
+    x = layers.GlobalAveragePooling2D()(x)
+    model = keras.Model(inputs, layers.Dense(3, activation="softmax", name="out")(x))
+    cls = 1
+    heat = helpers.score_cam(model, IMAGES, "conv", class_index=cls)
+    acts = keras.Model(model.inputs[0], model.get_layer("conv").output)(IMAGES).numpy()
+    features = keras.Model(model.inputs[0], model.get_layer("out").input)
+    kernel, bias = (w.numpy() for w in model.get_layer("out").weights)
+    for image, act, got in zip(IMAGES, acts, heat):
+        low, high = act.min(axis=(0, 1)), act.max(axis=(0, 1))
+        masks = np.where(high > low, (act - low) / np.where(high > low, high - low, 1), 0).transpose(2, 0, 1)
+        scores = (features(image[None] * masks[..., None]).numpy() @ kernel + bias)[:, cls]
+        weights = np.exp(scores - scores.max()) / np.exp(scores - scores.max()).sum()
+        cam = np.maximum((act * weights).sum(-1), 0)
+        np.testing.assert_allclose(got, cam / cam.max(), atol=1e-4)
+    assert (heat.max(axis=(1, 2)) == 1).all()  # never empty: the weights are positive
+
+
+def _split_head(kind, activation="softmax"):
+    """The same small classifier with its activation as a separate last layer: Sequential,
+    functional, or a functional base nested in a Sequential."""
+    keras.utils.set_random_seed(3)
+    convs = [layers.Rescaling(1 / 255), layers.Conv2D(4, 3, activation="relu", name="last")]
+    head = [layers.GlobalAveragePooling2D(name="gap"), layers.Dense(3, name="logits"),
+            layers.Activation(activation, dtype="float32", name="probs")]
+    if kind == "sequential":
+        return keras.Sequential([keras.Input((24, 24, 3)), *convs, *head])
+    if kind == "functional":
+        inputs = keras.Input((24, 24, 3))
+        x = inputs
+        for layer in convs + head:
+            x = layer(x)
+        return keras.Model(inputs, x)
+    base_in = keras.Input((24, 24, 3))
+    base = keras.Model(base_in, convs[1](convs[0](base_in)), name="base")
+    return keras.Sequential([keras.Input((24, 24, 3)), base, *head])
+
+
+@pytest.mark.parametrize("kind", ["sequential", "functional", "nested"])
+def test_a_separate_final_activation_layer_is_looked_through(kind):
+    """Issue 9: Dense(n) then Activation("softmax") (the mixed-precision guide's pattern) was refused."""
+    model = _split_head(kind)
+    heat = helpers.grad_cam(model, IMAGES, "last", class_index=2)
+    assert heat.shape == (3, 22, 22) and np.isfinite(heat).all() and heat.max() == pytest.approx(1.0)
+    logits = IMAGES
+    for layer in model.layers[:-1]:  # everything but the final Activation: the pre-softmax scores
+        logits = logits if isinstance(layer, keras.layers.InputLayer) else layer(logits)
+    np.testing.assert_allclose(helpers.class_scores(model, IMAGES), np.asarray(logits), rtol=1e-5, atol=1e-5)
+    assert helpers.score_cam(model, IMAGES[:1], "last").shape == (1, 22, 22)
+
+
+def test_a_final_relu_activation_is_still_refused():
+    model = _split_head("functional", activation="relu")
+    with pytest.raises(ValueError, match="optionally followed by an Activation or Softmax layer"):
+        helpers.grad_cam(model, IMAGES, "last")
+
+
+def test_rank_correlation_uses_average_ranks_for_ties():
+    """Issue 9: ties broken in raster order gave rho ~0.64 for unrelated, mostly-zero maps."""
+    rng = np.random.default_rng(0)
+    a, b = np.zeros((32, 32)), np.zeros((32, 32))
+    a.flat[rng.choice(1024, 100, replace=False)] = rng.random(100)
+    b.flat[rng.choice(1024, 100, replace=False)] = rng.random(100)
+    assert abs(helpers.rank_correlation(a, b)) < 0.15
+    from scipy.stats import spearmanr
+
+    x, y = rng.random((8, 8)).round(1), rng.random((8, 8)).round(1)  # many ties
+    assert helpers.rank_correlation(x, y) == pytest.approx(spearmanr(x.ravel(), y.ravel())[0])
+    assert helpers.rank_correlation(x, 2 * x + 1) == pytest.approx(1.0)
+    assert helpers.rank_correlation(np.zeros((4, 4)), np.zeros((4, 4))) == 1.0
+    assert helpers.rank_correlation(np.zeros((4, 4)), x[:4, :4]) == 0.0
+    with pytest.raises(ValueError, match="same size"):
+        helpers.rank_correlation(np.zeros(3), np.zeros(4))
+
+
+# ---- metrics as their papers define them (issue 9) ------------------------------------
+
+def test_pointing_game_tolerance_and_report_count_empty_maps_apart():
+    heat = np.zeros((3, 20, 20), np.float32)
+    heat[0, 10, 10] = 1  # inside the box
+    heat[1, 10, 19] = 1  # 9 px right of it: a miss, but a hit within 15 px
+    boxes = [[(5, 5, 10, 10)]] * 3  # heat[2] is all zero: empty
+    assert helpers.pointing_game(heat, boxes, 20) == pytest.approx(1 / 3)
+    assert helpers.pointing_game(heat, boxes, 20, tolerance=15) == pytest.approx(2 / 3)
+    report = helpers.pointing_game_report(heat, boxes, 20)
+    assert report == {"strict": pytest.approx(1 / 3), "tolerant": pytest.approx(2 / 3), "empty": 1, "n": 3}
+
+
+def test_blur_is_a_normalised_gaussian_that_keeps_flat_images_flat():
+    flat = np.full((1, 24, 24, 3), 80.0, np.float32)
+    np.testing.assert_allclose(helpers.blur(flat), flat, atol=1e-3)
+    dot = np.zeros((1, 31, 31, 3), np.float32)
+    dot[0, 15, 15] = 255
+    out = helpers.blur(dot)[0, ..., 0]
+    assert out.sum() == pytest.approx(255, rel=1e-3) and out.argmax() == 15 * 31 + 15
+    assert out[15, 20] == pytest.approx(out[15, 15] * np.exp(-0.5), rel=1e-3)  # sigma 5
+
+
+def test_deletion_auc_is_the_trapezoid_of_the_curve(red_model):
+    image = _red_square(10, 10)
+    heat = helpers.grad_cam(red_model, image, "red", class_index=1)
+    deletion, _ = helpers.deletion_insertion_auc(red_model, image, heat, class_index=1, steps=1)
+    # two stages: the image itself and the all-grey image; area = their mean
+    both = helpers.class_probabilities(red_model, np.stack([image, np.full_like(image, 127.5)]))[:, 1]
+    assert deletion[0] == pytest.approx(both.mean(), rel=1e-5)
+    refs = helpers.reference_scores(red_model, image, class_index=1)
+    assert refs["grey"][0] == pytest.approx(both[1], rel=1e-5) and refs["blurred"].shape == (1,)
+
+
+def test_cascading_randomisation_goes_top_down_and_drops_for_grad_cam(softmax_net):
+    stages = helpers.cascading_randomisation(softmax_net, IMAGES, "Grad-CAM", "last", class_index=1)
+    assert [s["layer"] for s in stages] == ["out", "last", "conv"]
+    assert all(-1 <= s["correlation"] <= 1 for s in stages) and stages[-1]["correlation"] < 0.9
+
+    def edge_detector(model, images, layer_name=None, class_index=None):  # ignores the model entirely
+        return helpers._minmax(np.abs(np.diff(np.asarray(images).mean(-1), axis=1))[:, :20, :20])
+
+    blind = helpers.cascading_randomisation(softmax_net, IMAGES, edge_detector, "last", independent=True)
+    assert [s["correlation"] for s in blind] == pytest.approx([1.0, 1.0, 1.0])
+    fig = helpers.plot_randomisation({"Grad-CAM": stages, "edges": blind})
+    assert len(fig.axes[0].lines) == 3  # two methods and the zero line
+    plt.close(fig)
+
+
+def test_signed_grad_cam_is_the_map_before_relu(softmax_net):
+    signed = helpers.grad_cam(softmax_net, IMAGES, "last", class_index=0, relu=False)
+    heat = helpers.grad_cam(softmax_net, IMAGES, "last", class_index=0)
+    positive = np.maximum(signed, 0)
+    np.testing.assert_allclose(heat, positive / positive.max(axis=(1, 2), keepdims=True), atol=1e-5)
+
+
+def test_gap_head_has_no_dense_512_and_rejects_other_variants():
+    model = helpers.build_mini_vgg(head="gap")
+    assert model.layers[-2].name == "gap" and model.count_params() == 146_065
+    with pytest.raises(ValueError, match="head must be"):
+        helpers.build_mini_vgg("seed003", head="gap")

@@ -273,19 +273,30 @@ def test_find_dataset_prefers_real_data_else_toy_pets(monkeypatch, project_home)
     root, description = helpers.find_dataset(paths, image_size=48)
     assert "toy pets" in description and (root / "train" / "cats").is_dir()
     assert len(list((root / "validation" / "dogs").iterdir())) == 50
-    real = paths.data / "dogs-vs-cats"
+    real = paths.data / "dogs-vs-cats-quick"  # quick mode prepares its own, smaller real set
     (real / "train").mkdir(parents=True)
     (real / "validation").mkdir()
-    assert helpers.find_dataset(paths) == (real, f"real dogs-vs-cats images from {real}")
+    assert helpers.find_dataset(paths) == (real, "real dogs-vs-cats photos (dogs-vs-cats-quick: 150 train + 50 "
+                                                 "validation images per class)")
+    assert helpers.find_dataset(paths, image_size=48, kind="toy")[0] == root  # the boxes need toy pets
+    assert str(project_home) not in description  # no machine path in notebook output
+    with pytest.raises(ValueError, match="kind must be 'auto'"):
+        helpers.find_dataset(paths, kind="real")
 
 
-# ---- fetch_kaggle_dogs_vs_cats / plot_samples --------------------------------
+def test_real_data_dir_and_counts_follow_quick_mode(monkeypatch, tmp_path):
+    assert helpers.real_data_dir(tmp_path) == tmp_path / "dogs-vs-cats" and helpers.real_data_counts() == (1400, 300)
+    monkeypatch.setenv("CNNVIS_QUICK", "1")
+    assert helpers.real_data_dir(tmp_path) == tmp_path / "dogs-vs-cats-quick" and helpers.real_data_counts() == (150, 50)
+
+
+# ---- fetch_kaggle_dogs_vs_cats (more in test_colab.py) / plot_samples ----------
 
 def test_fetch_kaggle_without_cli_fails_with_one_line(tmp_path, monkeypatch):
     monkeypatch.setenv("PATH", str(tmp_path))  # no kaggle executable anywhere
     with pytest.raises(RuntimeError) as info:
         helpers.fetch_kaggle_dogs_vs_cats(tmp_path / "data")
-    assert "Kaggle CLI is not installed" in str(info.value) and "toy-pets" in str(info.value)
+    assert "Kaggle CLI is not installed" in str(info.value) and "toy pets" in str(info.value)
     assert "\n" not in str(info.value)
 
 
@@ -300,32 +311,25 @@ def _fake_kaggle(tmp_path, script):
 def test_fetch_kaggle_without_credentials(tmp_path, monkeypatch):
     monkeypatch.setenv("PATH", str(_fake_kaggle(tmp_path, "exit 0\n")))
     monkeypatch.setenv("HOME", str(tmp_path))
-    monkeypatch.delenv("KAGGLE_USERNAME", raising=False)
-    monkeypatch.delenv("KAGGLE_KEY", raising=False)
-    with pytest.raises(RuntimeError, match="no credentials"):
+    for name in ("KAGGLE_API_TOKEN", "KAGGLE_USERNAME", "KAGGLE_KEY", "KAGGLE_CONFIG_DIR"):
+        monkeypatch.delenv(name, raising=False)
+    with pytest.raises(RuntimeError, match="no Kaggle credentials .*KAGGLE_API_TOKEN"):
         helpers.fetch_kaggle_dogs_vs_cats(tmp_path / "data")
+    (tmp_path / ".kaggle").mkdir()
+    (tmp_path / ".kaggle" / "access_token").write_text("KGAT_x")
+    assert helpers.kaggle_credentials()[1] == f"the file {tmp_path}/.kaggle/access_token"
 
 
 def test_fetch_kaggle_offline_never_prints_the_key(tmp_path, monkeypatch):
     script = 'echo "Connection error: Failed to resolve www.kaggle.com (key=$KAGGLE_KEY)" >&2\nexit 1\n'
     monkeypatch.setenv("PATH", str(_fake_kaggle(tmp_path, script)))
+    monkeypatch.delenv("KAGGLE_API_TOKEN", raising=False)
     monkeypatch.setenv("KAGGLE_USERNAME", "someone")
     monkeypatch.setenv("KAGGLE_KEY", "s3cr3t")
     with pytest.raises(RuntimeError, match="Kaggle download failed") as info:
         helpers.fetch_kaggle_dogs_vs_cats(tmp_path / "data")
     # the CLI's own message is quoted (it is the only hint about what broke), the key redacted
     assert "Failed to resolve" in str(info.value) and "s3cr3t" not in str(info.value)
-
-
-def test_fetch_kaggle_success_returns_the_zip(tmp_path, monkeypatch):
-    inner = _write_zip(tmp_path / "train.zip", _kaggle_files(2))
-    script = f'python3 -c "import shutil,sys; shutil.copy(\'{inner}\', sys.argv[1] + \'/dogs-vs-cats.zip\')" "$6"\n'
-    monkeypatch.setenv("PATH", str(_fake_kaggle(tmp_path, script)) + ":/usr/bin:/bin")
-    monkeypatch.setenv("KAGGLE_USERNAME", "someone")
-    monkeypatch.setenv("KAGGLE_KEY", "s3cr3t")
-    archive = helpers.fetch_kaggle_dogs_vs_cats(tmp_path / "data")
-    assert archive == tmp_path / "data" / "dogs-vs-cats.zip" and zipfile.is_zipfile(archive)
-    assert helpers.fetch_kaggle_dogs_vs_cats(tmp_path / "data") == archive  # reused, not downloaded again
 
 
 def test_plot_samples_draws_boxes_for_toy_pets(toy_root):
@@ -336,3 +340,50 @@ def test_plot_samples_draws_boxes_for_toy_pets(toy_root):
     assert len(axes) == 4 and [ax.get_title() for ax in axes] == ["cats", "dogs", "cats", "dogs"]
     assert all(len(ax.patches) == 4 for ax in axes)
     plt.close(fig)
+
+
+def test_empty_destination_folders_are_accepted(tmp_path):
+    """Issue 8: a user who creates the folder first got FileExistsError."""
+    (tmp_path / "pets").mkdir()
+    assert helpers.make_toy_pets(tmp_path / "pets", n_train=1, n_val=1, size=32) == tmp_path / "pets"
+    assert (tmp_path / "pets" / "boxes.csv").exists()
+    source = _write_zip(tmp_path / "train.zip", _kaggle_files(3))
+    (tmp_path / "real").mkdir()
+    helpers.prepare_dogs_vs_cats(source, tmp_path / "real", n_train=2, n_val=1)
+    assert len(list((tmp_path / "real" / "train" / "cats").glob("*.jpg"))) == 2
+
+
+def test_build_then_rename_copies_where_a_rename_is_refused(tmp_path, monkeypatch):
+    from pathlib import Path
+
+    real_rename = Path.rename
+
+    def refuse_folders(self, target):
+        if self.is_dir():
+            raise OSError(95, "Operation not supported")  # some Drive/network mounts
+        return real_rename(self, target)
+
+    monkeypatch.setattr(Path, "rename", refuse_folders)
+    out = helpers.build_then_rename(tmp_path / "out", lambda tmp: (tmp / "a.txt").write_text("a"))
+    assert (out / "a.txt").read_text() == "a"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]  # the temporary folder is gone
+
+    def broken(tmp):
+        (tmp / "half.txt").write_text("x")
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        helpers.build_then_rename(tmp_path / "other", broken)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+
+
+def test_validation_images_resizes_photos_of_every_size(tmp_path):
+    for label, sizes in (("cats", [(50, 30), (20, 70)]), ("dogs", [(64, 64), (33, 90)])):
+        for split in ("train", "validation"):
+            (tmp_path / split / label).mkdir(parents=True)
+        for i, size in enumerate(sizes):
+            Image.new("RGB", size, (200, 10, 10)).save(tmp_path / "validation" / label / f"{label}.{i}.jpg")
+        Image.new("RGB", (8, 8)).save(tmp_path / "train" / label / "x.jpg")
+    images = helpers.validation_images(tmp_path, per_class=2, size=40)
+    assert list(images) == ["cats", "dogs"] and images["cats"].shape == (2, 40, 40, 3)
+    assert images["dogs"].dtype == np.float32 and 0 <= images["dogs"].min() and images["dogs"].max() <= 255

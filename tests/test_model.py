@@ -140,8 +140,9 @@ def test_plot_history_draws_both_curves():
     plt.close(fig)
 
 
-def test_checkpoint_path_separates_quick_mode(monkeypatch):
+def test_checkpoint_path_separates_quick_mode_and_data(monkeypatch, tmp_path):
     assert helpers.checkpoint_path("m").name == "m.keras"
+    assert helpers.checkpoint_path("m", dataset=tmp_path / "dogs-vs-cats").name == "m_dogs-vs-cats.keras"
     monkeypatch.setenv("CNNVIS_QUICK", "1")
     assert helpers.checkpoint_path("m").name == "m_quick.keras"
     assert helpers.checkpoint_path("m").parent == helpers.project_paths().models
@@ -153,13 +154,19 @@ def test_quick_or_full(monkeypatch):
     assert helpers.quick_or_full(1, 2) == 1
 
 
-def test_trained_mini_vgg_trains_once_then_loads(monkeypatch):
+def test_trained_mini_vgg_trains_once_then_loads(monkeypatch, capsys):
     monkeypatch.setenv("CNNVIS_QUICK", "1")
     model, classes, root = helpers.trained_mini_vgg(epochs=1)
     assert classes == ["cats", "dogs"] and model.output_shape == (None, 1)
-    checkpoint = helpers.checkpoint_path("mini_vgg")
+    out = capsys.readouterr().out
+    assert "No mini-VGG trained on toy_pets_150_50_160px yet (notebook 01 trains one): training it now, 1 epochs." in out
+    assert "15/15 - " in out  # progress shown: 15 batches of 20 images
+    checkpoint = helpers.checkpoint_path("mini_vgg", dataset=root)
+    assert checkpoint.name == "mini_vgg_toy_pets_150_50_160px_quick.keras"
     stamp = checkpoint.stat().st_mtime_ns
     again, _, _ = helpers.trained_mini_vgg(epochs=1)
+    assert capsys.readouterr().out.startswith("Model mini_vgg_toy_pets_150_50_160px_quick.keras: trained on "
+                                               "toy_pets_150_50_160px (150 + 50 images per class) for 1 epochs")
     assert checkpoint.stat().st_mtime_ns == stamp  # loaded, not retrained
     assert all(np.array_equal(a, b) for a, b in zip(model.get_weights(), again.get_weights()))
 
@@ -177,3 +184,62 @@ def test_load_checkpoint_round_trip(tmp_path):
     loaded = helpers.load_checkpoint(tmp_path / "m.keras")
     assert loaded.count_params() == model.count_params()
     assert all(np.array_equal(a, b) for a, b in zip(model.get_weights(), loaded.get_weights()))
+
+
+def _copy_set(toy_root, dest, drop=0):
+    import shutil
+
+    shutil.copytree(toy_root, dest)
+    for f in sorted((dest / "train" / "cats").iterdir())[:drop]:
+        f.unlink()
+    return dest
+
+
+def test_a_checkpoint_of_other_data_is_never_resumed_nor_lost(tmp_path, toy_root, capsys):
+    """Issue 8: a cartoon-trained mini_vgg.keras was silently resumed (or returned) on real photos."""
+    other = _copy_set(toy_root, tmp_path / "other_pets", drop=2)
+    checkpoint = tmp_path / "models" / "mini_vgg.keras"
+    first = helpers.load_image_folders(toy_root, (64, 64), batch_size=8)
+    helpers.train(helpers.build_mini_vgg(input_size=64), first[0], first[1], epochs=2, checkpoint=checkpoint,
+                  data_root=toy_root, verbose=0)
+    state = json.loads(checkpoint.with_suffix(".json").read_text())
+    assert state["dataset"] == "pets" and state["images"]["train"] == {"cats": 8, "dogs": 8}
+    capsys.readouterr()
+    second = helpers.load_image_folders(other, (64, 64), batch_size=8)
+    history = helpers.train(helpers.build_mini_vgg(input_size=64), second[0], second[1], epochs=2,
+                            checkpoint=checkpoint, data_root=other, verbose=0)
+    assert len(history.history["loss"]) == 2  # trained afresh: two new epochs, not the stored history
+    assert "mini_vgg.keras was trained on pets, not on other_pets: kept it as mini_vgg__pets.keras and " \
+           "training afresh." in capsys.readouterr().out
+    assert json.loads(checkpoint.with_suffix(".json").read_text())["dataset"] == "other_pets"
+    kept = tmp_path / "models" / "mini_vgg__pets.keras"
+    assert kept.exists() and json.loads(kept.with_suffix(".json").read_text()) == state
+
+
+def test_describe_checkpoint_says_what_and_how_long(tmp_path):
+    checkpoint = tmp_path / "m.keras"
+    assert "no training record" in helpers.describe_checkpoint(checkpoint)
+    checkpoint.with_suffix(".json").write_text(json.dumps({
+        "epochs_done": 3, "dataset": "dogs-vs-cats", "images": {"train": {"cats": 1400, "dogs": 1400},
+                                                                "validation": {"cats": 300, "dogs": 300}},
+        "history": {"val_accuracy": [0.6, 0.72, 0.7]}}))
+    assert helpers.describe_checkpoint(checkpoint) == (
+        "Model m.keras: trained on dogs-vs-cats (1400 + 300 images per class) for 3 epochs; best validation "
+        "accuracy 0.720 (epoch 2, the one saved).")
+
+
+def test_mixed_precision_training_scales_the_loss(tiny_data):
+    """Issue 8: float16 gradients underflow without a LossScaleOptimizer (Keras only adds one when the
+    whole model's policy is mixed, not for models built from mixed-precision layers)."""
+    import keras
+
+    train_ds, val_ds, _ = tiny_data
+    inputs = keras.Input((64, 64, 3))
+    x = keras.layers.Conv2D(4, 3, dtype="mixed_float16")(inputs)
+    x = keras.layers.GlobalAveragePooling2D(dtype="mixed_float16")(x)
+    model = keras.Model(inputs, keras.layers.Dense(1, activation="sigmoid", dtype="float32")(x))
+    helpers.train(model, train_ds.take(1), val_ds.take(1), epochs=1, verbose=0)
+    assert isinstance(model.optimizer, keras.optimizers.LossScaleOptimizer)
+    plain = helpers.build_mini_vgg(input_size=64)
+    helpers.train(plain, train_ds.take(1), val_ds.take(1), epochs=1, verbose=0)
+    assert not isinstance(plain.optimizer, keras.optimizers.LossScaleOptimizer)

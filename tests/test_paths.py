@@ -19,13 +19,34 @@ def test_project_paths_default_to_repo(monkeypatch):
     assert paths.figures == helpers.REPO_ROOT / "outputs" / "figures"
 
 
-def test_project_paths_on_colab_use_drive(monkeypatch):
+def test_project_paths_on_colab_use_drive_at_content_drive(monkeypatch, tmp_path):
     monkeypatch.delenv("CNNVIS_HOME")
     monkeypatch.setenv("COLAB_RELEASE_TAG", "test")
+    monkeypatch.delenv("CNNVIS_CONTENT", raising=False)
+    assert helpers.drive_mountpoint().as_posix() == "/content/drive"  # Colab's own place (Files pane)
+    monkeypatch.setenv("CNNVIS_CONTENT", str(tmp_path))
+    assert helpers.project_paths(create=False).root == tmp_path / "cnn-vis"  # not mounted: local disk
+    (tmp_path / "drive" / "MyDrive").mkdir(parents=True)
     paths = helpers.project_paths(create=False)
-    assert paths.root.as_posix() == "/content/gdrive/MyDrive/cnn-vis"
-    assert paths.models.as_posix() == "/content/gdrive/MyDrive/cnn-vis/models"
-    assert paths.figures.as_posix() == "/content/gdrive/MyDrive/cnn-vis/figures"
+    assert paths.root == tmp_path / "drive" / "MyDrive" / "cnn-vis"
+    assert paths.models == paths.root / "models" and paths.figures == paths.root / "figures"
+
+
+def test_describe_paths_shows_no_machine_path(project_home, monkeypatch):
+    text = helpers.describe_paths(helpers.project_paths())
+    assert text.splitlines() == ["    data: $CNNVIS_HOME/data", "  models: $CNNVIS_HOME/outputs/models",
+                                 " figures: $CNNVIS_HOME/outputs/figures"]
+    monkeypatch.delenv("CNNVIS_HOME")
+    assert "<repository>/outputs/models" in helpers.describe_paths(helpers.project_paths(create=False))
+
+
+def test_show_displays_saves_and_closes(project_home, capsys):
+    fig = plt.figure()
+    helpers.show(fig, save_as="shown")
+    assert not plt.fignum_exists(fig.number) and (helpers.project_paths().figures / "shown.png").exists()
+    fig = plt.figure()
+    helpers.show(fig)
+    assert not plt.fignum_exists(fig.number)
 
 
 @pytest.mark.parametrize("value, expected", [("1", True), ("true", True), ("0", False), ("", False)])
@@ -115,3 +136,10 @@ def test_failed_tensorflow_import_replays_its_output(tmp_path):
     run = _import_fake_tensorflow(tmp_path, "raise ImportError('libcudart.so.12: cannot open shared object file')")
     assert run.returncode != 0
     assert "oneDNN" in run.stderr and "libcudart" in run.stderr
+
+
+def test_without_tensorflow_the_error_says_to_switch_runtime(tmp_path):
+    """Issue 8: Colab's TPU runtime has no TensorFlow; the user gets one line saying what to do."""
+    run = _import_fake_tensorflow(tmp_path, "raise ModuleNotFoundError(\"No module named 'tensorflow'\", name='tensorflow')")
+    assert run.returncode != 0
+    assert "ImportError: TensorFlow is not installed in this Python. In Colab, a TPU runtime has none" in run.stderr

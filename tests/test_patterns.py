@@ -154,3 +154,37 @@ def test_pattern_explorer_reports_errors(linear_net):
     explorer = helpers.pattern_explorer(linear_net, names=["c2"], size=6)
     explorer.compute_button.click()
     assert "too small" in explorer.status.value
+
+
+def _transformed(images, draws=40):
+    import tensorflow as tf
+
+    x = tf.constant(images, tf.float32)
+    return np.stack([helpers._random_transform(x, tf.constant(0), tf.constant(step), helpers.REGULARISED_DEFAULTS)
+                     .numpy() for step in range(draws)])
+
+
+def test_regularised_transforms_pad_with_mid_grey_not_black():
+    """Issue 9: padding and rotation fill used 0.5 on the 0-255 scale: a black frame."""
+    out = _transformed(np.full((1, 64, 64, 3), 255.0))
+    assert out.shape[2:] == (64, 64, 3)
+    assert out.min() >= 127.5 - 1e-3 and (np.abs(out - 127.5) < 1).any()  # grey padding is seen, never black
+
+
+def test_regularised_transforms_see_every_side_of_the_image_alike():
+    """Issue 9: the jitter only trimmed the top-left and the crop dropped the bottom and right bands."""
+    image = np.full((1, 64, 64, 3), 255.0)
+    image[:, -4:, :] = image[:, :, -4:] = 0.0  # a black band along the bottom and the right
+    out = _transformed(image)[..., 0]
+    assert (out[:, :, :, -12:] < 100).any() and (out[:, :, -12:, :] < 100).any()  # the bands are seen
+    grey = np.abs(_transformed(np.full((1, 64, 64, 3), 255.0))[..., 0] - 127.5) < 40
+    left, right = grey[..., :8].mean(), grey[..., -8:].mean()
+    top, bottom = grey[..., :8, :].mean(), grey[..., -8:, :].mean()
+    assert left > 0.02 and right > 0.02 and 0.5 < left / right < 2 and 0.5 < top / bottom < 2
+
+
+def test_frame_contrast_finds_a_dark_frame():
+    framed = np.full((2, 32, 32, 3), 200, np.uint8)
+    framed[0, :4], framed[0, -4:], framed[0, :, :4], framed[0, :, -4:] = 0, 0, 0, 0
+    contrast = helpers.frame_contrast(framed, band=4)
+    assert contrast[0] == pytest.approx(-200) and contrast[1] == 0

@@ -1,0 +1,2 @@
+"""Test stand-in for Colab's google.colab package (see tests/standins/README.md)."""
+from google.colab import drive, output, userdata  # noqa: F401
