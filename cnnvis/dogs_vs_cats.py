@@ -16,6 +16,8 @@ from cnnvis.kaggle import download_competition
 from cnnvis.mode import quick_mode, quick_or_full
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
+
+
 def _decode_check(data: bytes, name: str) -> tuple[Image.Image, bool]:
     """Fully decode image bytes to RGB; return (image, whether the bytes are an RGB JPEG).
 

@@ -164,4 +164,5 @@ def test_get_dogs_vs_cats_in_colab_downloads_to_local_disk_prepares_on_drive_and
     assert helpers.get_dogs_vs_cats(paths.data) == report  # reused: no second download
     assert len([line for line in _log(colab) if line.startswith("kaggle ")]) == 1
     root, description = helpers.find_dataset(paths)
-    assert root.resolve() == prepared.resolve() and description.startswith("real dogs-vs-cats photos (dogs-vs-cats-quick: 150 train")
+    assert root.resolve() == prepared.resolve()
+    assert description.startswith("real dogs-vs-cats photos (dogs-vs-cats-quick: 150 train")
