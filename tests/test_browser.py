@@ -67,6 +67,7 @@ def jupyter_lab(tmp_path):
     root = tmp_path / "repo"
     (root / "notebooks").mkdir(parents=True)
     shutil.copy(REPO / "helpers.py", root)
+    shutil.copytree(REPO / "cnnvis", root / "cnnvis")
     _copy_without_outputs(REPO / "notebooks" / "02_activations.ipynb", root / "notebooks" / "02_activations.ipynb")
     # render every cell (JupyterLab 4 drops off-screen cells from the page by default)
     settings = tmp_path / "lab-settings" / "@jupyterlab" / "notebook-extension"

@@ -35,6 +35,8 @@ def colab(tmp_path, monkeypatch):
     (tmp_path / "content").mkdir()
     yield tmp_path
     helpers.mount_drive.__globals__["_MOUNT"].clear()
+    for name in [m for m in sys.modules if m.startswith("google.colab")]:  # later tests are not in Colab
+        del sys.modules[name]
 
 
 def _log(tmp_path):
@@ -84,6 +86,11 @@ def test_flush_drive_unmounts_so_the_next_notebook_finds_the_files(colab):
 
 def test_flush_drive_outside_colab_does_nothing():
     assert helpers.flush_drive().startswith("Nothing to flush")
+
+
+def test_after_tests_on_the_stand_in_we_are_not_in_colab():
+    """The tests above ran on the Colab stand-in; the tests that follow must run outside Colab again."""
+    assert "google.colab" not in sys.modules and not helpers.in_colab()
 
 
 def test_colab_secret_tells_missing_from_not_shared(colab, monkeypatch):

@@ -112,7 +112,10 @@ def _import_fake_tensorflow(tmp_path, body, log_level=None):
 
     fake = tmp_path / "fake" / "tensorflow"
     fake.mkdir(parents=True)
-    (fake / "__init__.py").write_text("import os\nos.write(2, b'I0000 port.cc] oneDNN custom operations are on\\n')\n" + body)
+    (fake / "__init__.py").write_text("import os\nos.write(2, b'I0000 port.cc] oneDNN custom operations are on\\n')\n"
+                                      "class config:\n    list_physical_devices = staticmethod(\n"
+                                      "        lambda kind: os.write(2, b'E0000 cuda_platform.cc] failed call to cuInit\\n') and [])\n"
+                                      + body)
     env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
     if log_level is not None:
         env["TF_CPP_MIN_LOG_LEVEL"] = log_level
@@ -124,7 +127,7 @@ def _import_fake_tensorflow(tmp_path, body, log_level=None):
 def test_tensorflow_import_lines_are_kept_out_by_default(tmp_path):
     run = _import_fake_tensorflow(tmp_path, "")
     assert run.returncode == 0 and run.stdout.strip() == "tensorflow"
-    assert "oneDNN" not in run.stderr
+    assert "oneDNN" not in run.stderr and "cuInit" not in run.stderr  # the CUDA probe is captured too
 
 
 def test_tensorflow_import_lines_shown_when_user_asks(tmp_path):
