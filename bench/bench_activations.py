@@ -14,8 +14,9 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-import helpers  # noqa: E402
 from timing import best_of  # noqa: E402
+
+import helpers  # noqa: E402
 
 
 def seed_grid(fmap, images_per_row=16):

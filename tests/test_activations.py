@@ -7,6 +7,7 @@ import pytest
 from keras import layers
 
 import helpers
+from cnnvis import keras3
 
 RNG = np.random.default_rng(0)
 IMAGES = RNG.uniform(0, 255, (2, 32, 32, 3)).astype("float32")
@@ -325,11 +326,11 @@ def test_cache_never_confuses_two_models_with_the_same_id():
         pass
 
     first = Fake()
-    assert helpers._cached(cache, first, ("k",), lambda: "first") == "first"
-    assert helpers._cached(cache, first, ("k",), lambda: "again") == "first"  # memoised
+    assert keras3.cached(cache, first, ("k",), lambda: "first") == "first"
+    assert keras3.cached(cache, first, ("k",), lambda: "again") == "first"  # memoised
     key = (id(first), "k")
     cache[key] = (Fake(), "stale")  # an entry left by another object that had the same id
-    assert helpers._cached(cache, first, ("k",), lambda: "rebuilt") == "rebuilt"
+    assert keras3.cached(cache, first, ("k",), lambda: "rebuilt") == "rebuilt"
     for i in range(20):
-        helpers._cached(cache, Fake(), (i,), lambda: i, size=16)
+        keras3.cached(cache, Fake(), (i,), lambda: i, size=16)
     assert len(cache) == 16

@@ -10,6 +10,7 @@ import tensorflow as tf
 from keras import layers
 
 import helpers
+from cnnvis.images import minmax
 
 RNG = np.random.default_rng(0)
 IMAGES = RNG.uniform(0, 255, (3, 24, 24, 3)).astype("float32")
@@ -209,7 +210,7 @@ def test_randomisation_check_flags_a_model_blind_method(softmax_net):
     assert -1 <= result["correlation"] <= 1
 
     def edge_detector(model, images, layer_name=None, class_index=None):  # ignores the model entirely
-        return helpers._minmax(np.abs(np.diff(np.asarray(images).mean(-1), axis=1))[:, :20, :20])
+        return minmax(np.abs(np.diff(np.asarray(images).mean(-1), axis=1))[:, :20, :20])
 
     blind = helpers.randomisation_check(softmax_net, IMAGES, edge_detector, "last", top_layers=1)
     assert blind["flagged"] and blind["correlation"] == pytest.approx(1.0)
@@ -457,7 +458,7 @@ def test_cascading_randomisation_goes_top_down_and_drops_for_grad_cam(softmax_ne
     assert all(-1 <= s["correlation"] <= 1 for s in stages) and stages[-1]["correlation"] < 0.9
 
     def edge_detector(model, images, layer_name=None, class_index=None):  # ignores the model entirely
-        return helpers._minmax(np.abs(np.diff(np.asarray(images).mean(-1), axis=1))[:, :20, :20])
+        return minmax(np.abs(np.diff(np.asarray(images).mean(-1), axis=1))[:, :20, :20])
 
     blind = helpers.cascading_randomisation(softmax_net, IMAGES, edge_detector, "last", independent=True)
     assert [s["correlation"] for s in blind] == pytest.approx([1.0, 1.0, 1.0])

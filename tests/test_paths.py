@@ -104,8 +104,9 @@ def test_in_colab_follows_colab_markers(monkeypatch):
     assert helpers.in_colab() is True
 
 
-def _import_fake_tensorflow(tmp_path, body, log_level=None):
-    """Run helpers._tensorflow() in a fresh interpreter whose `tensorflow` is a stand-in package."""
+def _import_fake_tensorflow(tmp_path, body, log_level=None,
+                            code="from cnnvis.runtime import import_tensorflow; print(import_tensorflow().__name__)"):
+    """Run `code` in a fresh interpreter whose `tensorflow` is a stand-in package."""
     import os
     import subprocess
     import sys
@@ -120,7 +121,7 @@ def _import_fake_tensorflow(tmp_path, body, log_level=None):
     if log_level is not None:
         env["TF_CPP_MIN_LOG_LEVEL"] = log_level
     env["PYTHONPATH"] = os.pathsep.join([str(fake.parent), str(helpers.REPO_ROOT)])
-    return subprocess.run([sys.executable, "-c", "import helpers; print(helpers._tensorflow().__name__)"],
+    return subprocess.run([sys.executable, "-c", code],
                           env=env, capture_output=True, text=True, timeout=60)
 
 
@@ -143,6 +144,7 @@ def test_failed_tensorflow_import_replays_its_output(tmp_path):
 
 def test_without_tensorflow_the_error_says_to_switch_runtime(tmp_path):
     """Issue 8: Colab's TPU runtime has no TensorFlow; the user gets one line saying what to do."""
-    run = _import_fake_tensorflow(tmp_path, "raise ModuleNotFoundError(\"No module named 'tensorflow'\", name='tensorflow')")
+    run = _import_fake_tensorflow(tmp_path, "raise ModuleNotFoundError(\"No module named 'tensorflow'\", name='tensorflow')",
+                                  code="import helpers")  # at the setup cell, before anything else
     assert run.returncode != 0
     assert "ImportError: TensorFlow is not installed in this Python. In Colab, a TPU runtime has none" in run.stderr

@@ -5,6 +5,7 @@ import pytest
 from keras import layers
 
 import helpers
+from cnnvis import lucid
 
 
 @pytest.fixture(scope="module")
@@ -160,7 +161,7 @@ def _transformed(images, draws=40):
     import tensorflow as tf
 
     x = tf.constant(images, tf.float32)
-    return np.stack([helpers._random_transform(x, tf.constant(0), tf.constant(step), helpers.REGULARISED_DEFAULTS)
+    return np.stack([lucid.random_transform(x, tf.constant(0), tf.constant(step), helpers.REGULARISED_DEFAULTS)
                      .numpy() for step in range(draws)])
 
 

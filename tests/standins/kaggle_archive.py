@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-import helpers
+from cnnvis import toy_pets
 
 BROKEN = {"cat.90001.jpg": b"", "dog.90002.jpg": b"\xff\xd8\xff\xe0 truncated", "cat.90003.jpg": b"not an image"}
 
@@ -15,8 +15,8 @@ BROKEN = {"cat.90001.jpg": b"", "dog.90002.jpg": b"\xff\xd8\xff\xe0 truncated", 
 def _photo(label: str, index: int) -> bytes:
     rng = np.random.default_rng([7, label == "dog", index])
     size = int(rng.integers(120, 260))
-    image = helpers._textured_background(rng, size)
-    helpers._draw_pet(image, label + "s", rng)
+    image = toy_pets._textured_background(rng, size)
+    toy_pets._draw_pet(image, label + "s", rng)
     aspect = float(rng.uniform(0.7, 1.45))
     image = image.resize((int(size * aspect), size))
     buffer = io.BytesIO()
