@@ -18,7 +18,6 @@ application's own preprocessing), so visualisation code never rescales by hand.
 
 from __future__ import annotations
 
-import json
 import random
 import warnings
 from pathlib import Path
@@ -35,7 +34,8 @@ from cnnvis.runtime import NO_TENSORFLOW, QuietRetracing, import_tensorflow, inl
 tf = import_tensorflow()  # once, before Keras, with TensorFlow's start-up lines kept out of the notebook
 import keras  # noqa: E402
 
-from cnnvis.checkpoints import dataset_record, describe_checkpoint, read_state, same_data, set_aside  # noqa: E402,F401
+from cnnvis.checkpoints import (dataset_record, describe_checkpoint, epoch_recorder, history_from_state,  # noqa: E402,F401
+                                read_state, same_data, set_aside, start_state)
 from cnnvis.colab import (colab_secret, content_dir, drive_mountpoint, flush_drive, in_colab,  # noqa: E402,F401
                           local_fallback, mount_drive)
 from cnnvis.data import (check_image_folders, fetch_kaggle_dogs_vs_cats, find_dataset,  # noqa: E402,F401
@@ -43,14 +43,15 @@ from cnnvis.data import (check_image_folders, fetch_kaggle_dogs_vs_cats, find_da
 from cnnvis.dogs_vs_cats import (IMAGE_SUFFIXES, download_dir, get_dogs_vs_cats, prepare_dogs_vs_cats,  # noqa: E402,F401
                                  real_data_counts, real_data_dir)
 from cnnvis.files import build_then_rename  # noqa: E402,F401
-from cnnvis.images import as_batch, blur, load_image, minmax, upsample_heatmap  # noqa: E402,F401
+from cnnvis.gradients import check_images, check_layer, class_gradients, class_scores  # noqa: E402,F401
+from cnnvis.images import as_batch, blur, feature_map, load_image, minmax, upsample_heatmap  # noqa: E402,F401
 from cnnvis.kaggle import download_competition, kaggle_credentials  # noqa: E402,F401
 from cnnvis.keras3 import (APPLICATIONS, activation_model, bytes_per_image, cached, classifier_head,  # noqa: E402,F401
                            find_layer, imagenet_label, is_spatial, keras3_resnet_name, last_spatial_layer,
                            layer_names, load_pretrained, model_input, truncated_model)
 from cnnvis.lucid import REGULARISED_DEFAULTS, fourier_scale, param_to_image, regularised_ascent_fn  # noqa: E402
 from cnnvis.machine import gpu_report, runtime_report, training_strategy  # noqa: E402,F401
-from cnnvis.metrics import (class_probabilities, deletion_insertion_auc, explained_classes,  # noqa: E402,F401
+from cnnvis.metrics import (class_probabilities, deletion_insertion_auc, explained_classes, frame_contrast,  # noqa: E402,F401
                             pointing_game, pointing_game_report, random_point_baseline, rank_correlation,
                             reference_scores)
 from cnnvis.mode import QUICK_ENV, quick_mode, quick_or_full  # noqa: E402,F401
@@ -58,6 +59,10 @@ from cnnvis.paths import HOME_ENV, REPO_ROOT, describe_paths, project_paths  # n
 from cnnvis.toy_pets import BOX_PARTS, CLASS_DIRS, load_boxes, make_toy_pets  # noqa: E402,F401
 from cnnvis.widgets import figure_png, report_errors  # noqa: E402
 
+
+# ---------------------------------------------------------------------------
+# 1. Figures
+# ---------------------------------------------------------------------------
 
 def save_figure(fig, name: str, folder: Path | None = None, dpi: int = 300) -> Path:
     """Save a matplotlib figure as PNG at `dpi` into the figures folder (Drive in Colab).
@@ -185,12 +190,6 @@ def augmentation_layers(seed: int = 0):
                              layers.RandomZoom(0.1, seed=seed)], name="augment")
 
 
-def history_from_state(state: dict):
-
-    history = keras.callbacks.History()
-    history.history = {k: list(v) for k, v in state["history"].items()}
-    history.epoch = list(range(state["epochs_done"]))
-    return history
 
 
 def train(model, train_ds, val_ds, epochs: int, checkpoint=None, resume: bool = True,
@@ -211,24 +210,11 @@ def train(model, train_ds, val_ds, epochs: int, checkpoint=None, resume: bool = 
     """
     if epochs < 1:
         raise ValueError(f"epochs must be at least 1, got {epochs}.")
-    record = dataset_record(data_root)
-    state = {"epochs_done": 0, "history": {}, **record}
-    if checkpoint is not None:
-        checkpoint = Path(checkpoint)
-        if checkpoint.suffix != ".keras":
-            raise ValueError(f"checkpoint must be a .keras file path, got {checkpoint}.")
-        checkpoint.parent.mkdir(parents=True, exist_ok=True)
-        state_path = checkpoint.with_suffix(".json")
-        saved = (read_state(checkpoint) or {}) if checkpoint.exists() else None
-        if resume and saved is not None and not ("epochs_done" in saved and same_data(saved, record)):
-            moved = set_aside(checkpoint, saved)
-            print(f"{checkpoint.name} was trained on {saved.get('dataset') or 'unrecorded data'}, not on "
-                  f"{record['dataset'] or 'this data'}: kept it as {moved.name} and training afresh.")
-        elif resume and saved is not None:
-            state = saved
-            model.set_weights(keras.models.load_model(checkpoint).get_weights())
-            if state["epochs_done"] >= epochs:
-                return history_from_state(state)
+    state = start_state(checkpoint, data_root, resume)
+    if state["epochs_done"]:  # resuming: the saved weights, and maybe nothing left to do
+        model.set_weights(keras.models.load_model(checkpoint).get_weights())
+        if state["epochs_done"] >= epochs:
+            return history_from_state(state)
     if augment is not None:
         train_ds = train_ds.map(lambda x, y: (augment(x, training=True), y), num_parallel_calls=tf.data.AUTOTUNE)
     mixed = any(getattr(layer.dtype_policy, "name", "") == "mixed_float16" for layer in model.layers)
@@ -242,14 +228,7 @@ def train(model, train_ds, val_ds, epochs: int, checkpoint=None, resume: bool = 
         best = max(state["history"].get("val_accuracy", [float("-inf")]))
         saver = keras.callbacks.ModelCheckpoint(checkpoint, monitor="val_accuracy", save_best_only=True,
                                                 initial_value_threshold=best if best > float("-inf") else None)
-
-        def record(epoch, logs):
-            for key, value in logs.items():
-                state["history"].setdefault(key, []).append(float(value))
-            state["epochs_done"] = epoch + 1
-            state_path.write_text(json.dumps(state))
-
-        callbacks = [saver, keras.callbacks.LambdaCallback(on_epoch_end=record)]
+        callbacks = [saver, keras.callbacks.LambdaCallback(on_epoch_end=epoch_recorder(state, checkpoint))]
     start = state["epochs_done"]
     fitted = model.fit(train_ds, validation_data=val_ds, epochs=epochs, initial_epoch=start,
                        callbacks=callbacks, verbose=verbose, shuffle=False)  # the dataset reshuffles itself
@@ -376,16 +355,6 @@ def get_activations(model, images, names) -> dict[str, np.ndarray]:
             for n, o in zip(names, outputs)}
 
 
-def _feature_map(fmap) -> np.ndarray:
-    """Validate a feature map (H, W, C) or (1, H, W, C) and return it as float32 (H, W, C)."""
-    array = np.asarray(fmap)
-    if array.ndim == 4 and array.shape[0] == 1:
-        array = array[0]
-    if array.ndim != 3:
-        raise ValueError(f"Expected a spatial feature map (H, W, C) or (1, H, W, C); got shape {array.shape}. "
-                         "Dense and Flatten outputs have no spatial layout: pick a layer from "
-                         "layer_names(model, kind='spatial'); for a batch, pass one image's map.")
-    return array.astype(np.float32, copy=False)
 
 
 def normalise_channels(fmap) -> np.ndarray:
@@ -394,7 +363,7 @@ def normalise_channels(fmap) -> np.ndarray:
     fmap: (H, W, C) or (1, H, W, C); returns uint8 (H, W, C). A constant (dead) channel becomes
     flat mid-grey 128 -- never NaN, never a warning.
     """
-    x = _feature_map(fmap)
+    x = feature_map(fmap)
     flat = x.reshape(-1, x.shape[-1])
     mean, std = flat.mean(axis=0), flat.std(axis=0)
     # one fused affine map per channel, x * gain + offset, instead of four full-size passes
@@ -412,24 +381,31 @@ def tile_strip(fmap) -> np.ndarray:
     return x.transpose(0, 2, 1).reshape(height, channels * width)
 
 
-def tile_channels(fmap, per_row: int = 16, margin: int = 0) -> np.ndarray:
-    """The seeds' second method: channels in a grid `per_row` wide, uint8
-    (rows * H + (rows - 1) * margin, per_row * W + (per_row - 1) * margin), rows = ceil(C / per_row).
-
-    Any channel count: the last row is padded with black cells (the seeds' C // per_row dropped
-    the remainder). Margins are black.
-    """
+def tile(cells, per_row: int = 16, margin: int = 0) -> np.ndarray:
+    """The tiling behind both grids: n equal cells (n, h, w) or (n, h, w, 3) laid out `per_row` to a
+    row with black margins, same dtype: (rows * h + (rows - 1) * margin, per_row * w + (per_row - 1)
+    * margin[, 3]), rows = ceil(n / per_row); the last row is padded with black cells."""
+    cells = np.asarray(cells)
     if per_row < 1 or margin < 0:
         raise ValueError(f"per_row must be >= 1 and margin >= 0, got per_row={per_row}, margin={margin}.")
-    x = normalise_channels(fmap)
-    height, width, channels = x.shape
-    per_row = min(per_row, channels)
-    rows = -(-channels // per_row)
-    cells = np.zeros((height + margin, width + margin, rows * per_row), np.uint8)
-    cells[:height, :width, :channels] = x
-    grid = cells.reshape(height + margin, width + margin, rows, per_row).transpose(2, 0, 3, 1)
-    grid = grid.reshape(rows * (height + margin), per_row * (width + margin))
+    if cells.ndim not in (3, 4) or len(cells) == 0:
+        raise ValueError(f"tile needs cells of shape (n, h, w) or (n, h, w, 3); got {cells.shape}.")
+    n, height, width, colour = *cells.shape[:3], cells.shape[3:]
+    per_row = min(per_row, n)
+    rows = -(-n // per_row)
+    padded = np.zeros((rows * per_row, height + margin, width + margin, *colour), cells.dtype)
+    padded[:n, :height, :width] = cells
+    grid = padded.reshape(rows, per_row, height + margin, width + margin, *colour).swapaxes(1, 2)
+    grid = grid.reshape(rows * (height + margin), per_row * (width + margin), *colour)
     return grid[: grid.shape[0] - margin, : grid.shape[1] - margin]
+
+
+def tile_channels(fmap, per_row: int = 16, margin: int = 0) -> np.ndarray:
+    """The seeds' second method: the normalised channels of a feature map (H, W, C) in a grid
+    `per_row` wide, uint8 (rows * H + (rows - 1) * margin, per_row * W + (per_row - 1) * margin),
+    rows = ceil(C / per_row). Any channel count: the last row is padded with black cells (the
+    seeds' C // per_row dropped the remainder). Margins are black."""
+    return tile(normalise_channels(fmap).transpose(2, 0, 1), per_row, margin)
 
 
 def plot_layer_activations(fmap, layer_name: str, method: str = "grid", cmap: str = "viridis",
@@ -442,7 +418,7 @@ def plot_layer_activations(fmap, layer_name: str, method: str = "grid", cmap: st
     if method not in ("grid", "strip"):
         raise ValueError(f"method must be 'grid' or 'strip', got {method!r}.")
     colormap = matplotlib.colormaps[cmap]
-    full = _feature_map(fmap)
+    full = feature_map(fmap)
     x = full[..., :max_channels] if max_channels else full
     image = tile_channels(x, per_row=per_row, margin=max(1, x.shape[0] // 16)) if method == "grid" else tile_strip(x)
     tile = x.shape[0]
@@ -461,7 +437,7 @@ def plot_layer_activations(fmap, layer_name: str, method: str = "grid", cmap: st
 
 def plot_channel(fmap, channel: int, layer_name: str = "", cmap: str = "viridis"):
     """One channel of a feature map, large (the seeds' matshow); returns the figure."""
-    x = _feature_map(fmap)
+    x = feature_map(fmap)
     if not 0 <= channel < x.shape[-1]:
         raise ValueError(f"channel {channel} is out of range: this map has channels 0..{x.shape[-1] - 1}.")
     fig, ax = plt.subplots(figsize=(4, 4 * x.shape[0] / x.shape[1]))
@@ -618,31 +594,14 @@ def filter_patterns(model, layer_name: str, filters, size: int = 64, steps: int 
 
 
 def pattern_grid(patterns, per_row: int = 8, margin: int = 5) -> np.ndarray:
-    """Seed 001's grid: patterns (n, size, size, 3) uint8 in rows of `per_row`, black margins.
-
-    Returns uint8 (rows * size + (rows - 1) * margin, per_row * size + (per_row - 1) * margin, 3);
-    64 patterns of 64 px give the seed's 8x8 grid of 547 x 547 pixels.
-    """
+    """Seed 001's grid: patterns (n, size, size, 3) uint8 in rows of `per_row`, black margins (see tile);
+    64 patterns of 64 px give the seed's 8x8 grid of 547 x 547 pixels."""
     patterns = np.asarray(patterns)
     if patterns.ndim != 4 or patterns.shape[-1] != 3 or len(patterns) == 0:
         raise ValueError(f"pattern_grid expects patterns of shape (n, size, size, 3); got {patterns.shape}.")
-    n, height, width, _ = patterns.shape
-    per_row = min(per_row, n)
-    rows = -(-n // per_row)
-    cells = np.zeros((rows * per_row, height + margin, width + margin, 3), np.uint8)
-    cells[:n, :height, :width] = patterns
-    grid = cells.reshape(rows, per_row, height + margin, width + margin, 3).transpose(0, 2, 1, 3, 4)
-    grid = grid.reshape(rows * (height + margin), per_row * (width + margin), 3)
-    return grid[: grid.shape[0] - margin, : grid.shape[1] - margin]
+    return tile(patterns, per_row, margin)
 
 
-def frame_contrast(patterns, band: int = 8) -> np.ndarray:
-    """Mean brightness of each pattern's outer `band` pixels minus that of its centre, in grey
-    levels (n,): strongly negative for every pattern means a dark frame (padding the objective saw)."""
-    x = np.asarray(patterns, np.float32).mean(axis=-1)
-    border = np.zeros(x.shape[1:], bool)
-    border[:band], border[-band:], border[:, :band], border[:, -band:] = True, True, True, True
-    return x[:, border].mean(axis=1) - x[:, ~border].mean(axis=1)
 
 
 def first_layer_kernels(model, layer_name: str | None = None) -> np.ndarray:
@@ -680,72 +639,6 @@ def plot_patterns(patterns, title: str = "", per_row: int = 8, margin: int = 5, 
 # ---------------------------------------------------------------------------
 
 
-def _check_cam_request(model, layer_name):
-    layer_name = layer_name or last_spatial_layer(model)
-    layer, _ = find_layer(model, layer_name)
-    if not is_spatial(layer) or hasattr(layer, "layers"):
-        raise ValueError(f"Layer {layer_name!r} has output shape {tuple(layer.output.shape)}, not a spatial (N, H, W, C) "
-                         f"map: it comes after the convolutional part. Use a layer up to {last_spatial_layer(model)!r}.")
-    return layer_name
-
-
-_CAM_CACHE: dict = {}
-
-
-def _cam_function(model, layer_name):
-    """Compiled (images, classes) -> (activations, gradients, logits, classes) for one model and
-    layer, and the number of classes (2 for a single sigmoid)."""
-    return cached(_CAM_CACHE, model, (layer_name,), lambda: _build_cam_function(model, layer_name))
-
-
-def _build_cam_function(model, layer_name):
-
-    dense, feed = classifier_head(model)
-    inner = activation_model(model, [layer_name, feed])
-    n_classes = dense.units
-    shape = tuple(model_input(model).shape[1:])
-
-    @tf.function(input_signature=[tf.TensorSpec([None, *shape], tf.float32), tf.TensorSpec([None], tf.int32)])
-    def run(images, classes):
-        with tf.GradientTape() as tape:
-            acts, feats = inner(images, training=False)
-            tape.watch(acts)
-            logits = tf.matmul(tf.cast(feats, tf.float32), tf.cast(dense.kernel, tf.float32)) + tf.cast(dense.bias, tf.float32)
-            if n_classes == 1:  # single sigmoid: class 1 explains the logit, class 0 its negative
-                predicted = tf.cast(logits[:, 0] > 0, tf.int32)
-                classes = tf.where(classes < 0, predicted, classes)
-                scores = tf.where(classes == 1, logits[:, 0], -logits[:, 0])
-            else:
-                classes = tf.where(classes < 0, tf.argmax(logits, axis=1, output_type=tf.int32), classes)
-                scores = tf.gather(logits, classes, batch_dims=1)
-        grads = tape.gradient(scores, acts)
-        # mixed precision: the layer may compute in float16; the map is computed in float32
-        return tf.cast(acts, tf.float32), tf.cast(grads, tf.float32), logits, classes
-
-    return run, max(n_classes, 2)
-
-
-def _cam_inputs(model, images, class_index, layer_name):
-    """Validate a CAM request; return (batch, classes int32 (N,), layer name, compiled function)."""
-    layer_name = _check_cam_request(model, layer_name)
-    batch, _ = as_batch(images)
-    expected = model_input(model).shape[1:]
-    if any(e is not None and e != a for e, a in zip(expected, batch.shape[1:])):
-        raise ValueError(f"Model {model.name!r} expects images of shape {tuple(expected)}, got {batch.shape[1:]}; "
-                         "resize with load_image(path, size=...).")
-    run, n_classes = _cam_function(model, layer_name)
-    if class_index is None:
-        classes = np.full(len(batch), -1, np.int32)
-    else:
-        classes = np.broadcast_to(np.asarray(class_index, np.int32), (len(batch),)).copy()
-        bad = classes[(classes < 0) | (classes >= n_classes)]
-        if bad.size:
-            raise ValueError(f"class_index {int(bad[0])} is out of range: this model has classes 0..{n_classes - 1}"
-                             + (" (single sigmoid output: 1 explains the positive class, 0 its negation)" if n_classes == 2 else "")
-                             + "; None explains each image's predicted class.")
-    return batch, classes, layer_name, run
-
-
 def _normalise_maps(cams, report_name: str) -> np.ndarray:
     """ReLU'd maps (N, h, w) -> [0, 1] per map; all-zero maps stay zero and are reported."""
     cams = np.maximum(np.nan_to_num(np.asarray(cams, np.float32)), 0)
@@ -771,10 +664,9 @@ def grad_cam(model, images, layer_name=None, class_index=None, return_classes: b
     signed weighted sum before the ReLU and the scaling (float32 (N, h, w), any range): where it
     is negative, the layer's activations lower the class score.
     """
-    batch, classes, layer_name, run = _cam_inputs(model, images, class_index, layer_name)
-    acts, grads, _, used = run(batch, classes)
-    weights = np.asarray(grads).mean(axis=(1, 2))
-    signed = np.einsum("nhwc,nc->nhw", np.asarray(acts), weights)
+    acts, grads, used = class_gradients(model, images, layer_name, class_index)
+    weights = grads.mean(axis=(1, 2))  # per image and channel: how much the class score cares about the map
+    signed = np.einsum("nhwc,nc->nhw", acts, weights)
     heat = _normalise_maps(signed, "grad_cam") if relu else signed.astype(np.float32)
     return (heat, np.asarray(used)) if return_classes else heat
 
@@ -782,27 +674,12 @@ def grad_cam(model, images, layer_name=None, class_index=None, return_classes: b
 def grad_cam_plus_plus(model, images, layer_name=None, class_index=None):
     """Grad-CAM++ (Chattopadhay et al., 2018): like grad_cam, with channel weights that sum the
     positive gradients weighted by alpha = g^2 / (2 g^2 + sum(A) g^3). (N, h, w) in [0, 1]."""
-    batch, classes, layer_name, run = _cam_inputs(model, images, class_index, layer_name)
-    acts, grads, _, _ = run(batch, classes)
-    acts, grads = np.asarray(acts), np.asarray(grads)
+    acts, grads, _ = class_gradients(model, images, layer_name, class_index)
     g2, g3 = grads**2, grads**3
     denominator = 2 * g2 + acts.sum(axis=(1, 2), keepdims=True) * g3
     alpha = np.divide(g2, denominator, out=np.zeros_like(g2), where=np.abs(denominator) > 1e-12)
     weights = (alpha * np.maximum(grads, 0)).sum(axis=(1, 2))
     return _normalise_maps(np.einsum("nhwc,nc->nhw", acts, weights), "grad_cam_plus_plus")
-
-
-def class_scores(model, images, batch_size: int = 64) -> np.ndarray:
-    """Class scores before the final softmax/sigmoid, float32 (N, n_classes), for raw images (N, H, W, 3);
-    a single sigmoid output z gives [-z, z] (as in grad_cam, class 0 explains the negated logit)."""
-    dense, feed = classifier_head(model)
-    features = cached(_CAM_CACHE, model, ("features", feed), lambda: activation_model(model, feed))
-    batch, _ = as_batch(images)
-    kernel = np.asarray(dense.kernel, np.float32)
-    bias = np.asarray(dense.bias, np.float32) if dense.use_bias else 0.0
-    logits = np.concatenate([np.asarray(features(batch[i:i + batch_size], training=False), np.float32) @ kernel + bias
-                             for i in range(0, len(batch), batch_size)])
-    return np.concatenate([-logits, logits], axis=1) if logits.shape[1] == 1 else logits
 
 
 def score_cam(model, images, layer_name=None, class_index=None, max_channels: int = 256, batch_size: int = 32):
@@ -812,7 +689,8 @@ def score_cam(model, images, layer_name=None, class_index=None, max_channels: in
     the map is the ReLU of the weighted sum of activations, scaled to [0, 1]. The `max_channels`
     channels with the highest mean activation are used; masks are scored in batches.
     (N, h, w) in [0, 1]."""
-    batch, _, layer_name, _ = _cam_inputs(model, images, class_index, layer_name)
+    layer_name = check_layer(model, layer_name)
+    batch = check_images(model, images)
     classes = explained_classes(model, batch, class_index)
     acts_all = get_activations(model, batch, [layer_name])[layer_name]
     maps = []
@@ -825,10 +703,13 @@ def score_cam(model, images, layer_name=None, class_index=None, max_channels: in
     return _normalise_maps(np.stack(maps), "score_cam")
 
 
-def occlusion_sensitivity(model, images, class_index=None, patch: int = 16, stride: int = 8, batch_size: int = 64):
+def occlusion_sensitivity(model, images, class_index=None, patch: int = 16, stride: int | None = None,
+                          batch_size: int = 64):
     """Occlusion (Zeiler and Fergus, 2014; seed 004's 'mask part of the image'): slide a grey
     patch over the image and record how much the class probability drops; each pixel gets the
-    largest drop among the patches covering it. (N, H, W) in [0, 1], at the image's resolution."""
+    largest drop among the patches covering it. (N, H, W) in [0, 1], at the image's resolution.
+    stride: default 8 (16 in quick mode: a quarter of the forward passes, coarser maps)."""
+    stride = stride or quick_or_full(16, 8)
     batch, _ = as_batch(images)
     if patch < 1 or stride < 1 or patch > min(batch.shape[1:3]):
         raise ValueError(f"patch and stride must be >= 1 and patch <= image size; got patch={patch}, stride={stride}.")
@@ -879,27 +760,38 @@ def overlay_heatmap(image, heatmap, alpha: float = 0.4, cmap: str = "jet") -> np
     return np.clip((1 - alpha) * image + alpha * colours, 0, 255).astype(np.uint8)
 
 
+def _randomised_maps(model, batch, method, layer_name, classes, names, rng) -> np.ndarray:
+    """The maps of a copy of `model` whose layers `names` got new random weights, drawn at the scale
+    of the trained ones."""
+    copy = keras.models.clone_model(model)
+    copy.set_weights(model.get_weights())
+    for name in names:
+        layer = copy.get_layer(name)
+        layer.set_weights([rng.normal(0, max(float(w.std()), 1e-3), w.shape).astype(w.dtype) for w in layer.get_weights()])
+    with warnings.catch_warnings(), QuietRetracing():
+        warnings.simplefilter("ignore", RuntimeWarning)  # randomised models often give empty maps
+        return explain(copy, batch, method, layer_name, classes)
+
+
+def _weighted_layers(model) -> list[str]:
+    return [layer.name for layer in model.layers if layer.weights and not hasattr(layer, "layers")]
+
+
 def randomisation_check(model, images, method: str = "Grad-CAM", layer_name=None, class_index=None,
                         top_layers: int = 3, seed: int = 0, threshold: float = 0.5) -> dict:
-    """Model-randomisation sanity check (Adebayo et al., 2018), cascading from the top:
-    re-initialise the weights of the last `top_layers` layers that have weights (by default
-    reaching into the convolutional layers, so the explained activations change too), recompute
-    the maps and compare them with the originals by Spearman rank correlation per image. A
-    faithful method's maps change (low correlation); {"correlation": mean, "per_image": (N,),
-    "flagged": mean > threshold, "randomised": [layer names]}."""
+    """Model-randomisation sanity check (Adebayo et al., 2018) in one step: re-initialise the last
+    `top_layers` layers that have weights (by default reaching into the convolutional layers, so
+    the explained activations change too), recompute the maps and compare them with the originals
+    by rank_correlation per image. A faithful method's maps change (low correlation); returns
+    {"correlation": mean, "per_image": (N,), "flagged": mean > threshold, "randomised": [layer names]}."""
     batch, _ = as_batch(images)
     classes = explained_classes(model, batch, class_index)
     original = explain(model, batch, method, layer_name, classes)
-    copy = keras.models.clone_model(model)
-    copy.set_weights(model.get_weights())
-    weighted = [layer for layer in copy.layers if layer.weights and not hasattr(layer, "layers")][-top_layers:]
-    rng = np.random.default_rng(seed)
-    for layer in weighted:
-        layer.set_weights([rng.normal(0, max(float(w.std()), 1e-3), w.shape).astype(w.dtype) for w in layer.get_weights()])
-    randomised = explain(copy, batch, method, layer_name, classes)
+    names = _weighted_layers(model)[-top_layers:]
+    randomised = _randomised_maps(model, batch, method, layer_name, classes, names, np.random.default_rng(seed))
     per_image = np.array([rank_correlation(a, b) for a, b in zip(original, randomised)])
     return {"correlation": float(per_image.mean()), "per_image": per_image,
-            "flagged": bool(per_image.mean() > threshold), "randomised": [layer.name for layer in weighted]}
+            "flagged": bool(per_image.mean() > threshold), "randomised": names}
 
 
 def cascading_randomisation(model, images, method: str = "Grad-CAM", layer_name=None, class_index=None,
@@ -912,21 +804,13 @@ def cascading_randomisation(model, images, method: str = "Grad-CAM", layer_name=
     batch, _ = as_batch(images)
     classes = explained_classes(model, batch, class_index)
     original = explain(model, batch, method, layer_name, classes)
-    names = [layer.name for layer in model.layers if layer.weights and not hasattr(layer, "layers")][::-1]
+    names = _weighted_layers(model)[::-1]
     rng = np.random.default_rng(seed)
     stages = []
     for k, name in enumerate(names[:max_stages]):
-        copy = keras.models.clone_model(model)
-        copy.set_weights(model.get_weights())
-        for target in (names[k:k + 1] if independent else names[:k + 1]):
-            layer = copy.get_layer(target)
-            layer.set_weights([rng.normal(0, max(float(w.std()), 1e-3), w.shape).astype(w.dtype)
-                               for w in layer.get_weights()])
-        with warnings.catch_warnings(), QuietRetracing():
-            warnings.simplefilter("ignore", RuntimeWarning)  # randomised models give empty maps often
-            maps = explain(copy, batch, method, layer_name, classes)
-        stages.append({"layer": name, "correlation": float(np.mean([rank_correlation(a, b)
-                                                                    for a, b in zip(original, maps)]))})
+        maps = _randomised_maps(model, batch, method, layer_name, classes,
+                                names[k:k + 1] if independent else names[:k + 1], rng)
+        stages.append({"layer": name, "correlation": float(np.mean([rank_correlation(a, b) for a, b in zip(original, maps)]))})
     return stages
 
 

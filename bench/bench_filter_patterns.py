@@ -4,6 +4,9 @@
 2. the seeds' pattern in Keras 3: one filter at a time, eager GradientTape step by step.
 3. the Keras example's pattern: one filter at a time through a tf.function that takes the filter
    index as a Python int (so it retraces once per filter), steps compiled.
+4. the floor: the same number of batched forward + backward passes of the same 64 images through
+   the cut model, compiled -- the least any batched ascent can cost; ours is also timed warm
+   (compiled function cached), which splits its first-call time into tracing and running.
 Also the peak resident memory of ours at 128 px on a 1024-channel layer (64 filters), chunked by
 the memory budget, read from the process's max RSS in a fresh subprocess.
 Usage: python bench/bench_filter_patterns.py [--layer conv3_block4_out] [--filters 64]
@@ -66,6 +69,25 @@ def compiled_per_filter(cut, filters, size, steps):
     return results
 
 
+def floor(cut, n, size, steps):
+    """Seconds for `steps` compiled forward + backward passes of a batch of n images through `cut`
+    (after one warm-up call): what any batched ascent must at least spend."""
+    import tensorflow as tf
+
+    @tf.function
+    def passes(images):
+        for _ in tf.range(steps):
+            with tf.GradientTape() as tape:
+                tape.watch(images)
+                total = tf.reduce_sum(tf.reduce_mean(cut(images, training=False), axis=(1, 2)))
+            images = images + 1e-3 * tape.gradient(total, images)
+        return images
+
+    images = tf.constant(np.random.default_rng(0).random((n, size, size, 3)) * 20 + 128, tf.float32)
+    passes(images).numpy()
+    return timed(lambda: passes(images).numpy())[0]
+
+
 def timed(fn):
     start = time.perf_counter()
     result = fn()
@@ -101,13 +123,19 @@ def time_ascent(args):
     filters, size = list(range(args.filters)), 64
     ours_time, _ = timed(lambda: helpers.filter_patterns(resnet, args.layer, filters, size=size, steps=args.steps,
                                                          progress=False))
+    warm_time, _ = timed(lambda: helpers.filter_patterns(resnet, args.layer, filters, size=size, steps=args.steps,
+                                                         progress=False))
     cut = helpers.truncated_model(resnet, args.layer, size)
+    floor_time = floor(cut, len(filters), size, args.steps)
     eager_time, _ = timed(lambda: eager_one_by_one(cut, filters, size, args.steps))
     compiled_time, _ = timed(lambda: compiled_per_filter(cut, filters, size, args.steps))
     print(f"{args.filters} filters x {args.steps} steps at {size} px on ResNet50 {args.layer} (first call, tracing included):")
     print(f"  ours (batched, compiled once) {ours_time:7.1f} s")
     print(f"  eager, one filter at a time   {eager_time:7.1f} s   ratio {eager_time / ours_time:6.1f}x")
     print(f"  compiled per filter           {compiled_time:7.1f} s   ratio {compiled_time / ours_time:6.1f}x")
+    print(f"  ours again (compiled, cached) {warm_time:7.1f} s   tracing and set-up {ours_time - warm_time:5.1f} s")
+    print(f"  floor: {args.steps} batched fwd+bwd     {floor_time:7.1f} s   ours / floor {ours_time / floor_time:5.2f} "
+          f"(warm {warm_time / floor_time:5.2f})")
 
 
 if __name__ == "__main__":

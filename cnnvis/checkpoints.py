@@ -10,6 +10,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import keras
+
 from cnnvis.dogs_vs_cats import IMAGE_SUFFIXES
 
 
@@ -73,3 +75,49 @@ def describe_checkpoint(checkpoint) -> str:
         best = max(range(len(val)), key=val.__getitem__)
         line += f"; best validation accuracy {val[best]:.3f} (epoch {best + 1}, the one saved)"
     return line + "."
+
+
+def start_state(checkpoint, data_root, resume: bool) -> dict:
+    """The training record train() starts from: the one beside `checkpoint` when `resume` is on and it
+    was made on the same data (dataset_record(data_root)); otherwise a fresh one, {"epochs_done": 0,
+    "history": {}, "dataset", "images"}. A checkpoint of other data is set aside (set_aside), with
+    one line saying so, and never resumed. checkpoint must end in .keras; its folder is created."""
+    record = dataset_record(data_root)
+    fresh = {"epochs_done": 0, "history": {}, **record}
+    if checkpoint is None:
+        return fresh
+    checkpoint = Path(checkpoint)
+    if checkpoint.suffix != ".keras":
+        raise ValueError(f"checkpoint must be a .keras file path, got {checkpoint}.")
+    checkpoint.parent.mkdir(parents=True, exist_ok=True)
+    if not resume or not checkpoint.exists():
+        return fresh
+    saved = read_state(checkpoint) or {}
+    if "epochs_done" in saved and same_data(saved, record):
+        return saved
+    moved = set_aside(checkpoint, saved)
+    print(f"{checkpoint.name} was trained on {saved.get('dataset') or 'unrecorded data'}, not on "
+          f"{record['dataset'] or 'this data'}: kept it as {moved.name} and training afresh.")
+    return fresh
+
+
+def epoch_recorder(state: dict, checkpoint):
+    """A function(epoch, logs) for keras.callbacks.LambdaCallback(on_epoch_end=...): appends the
+    epoch's logs to state["history"], counts it and writes the record beside `checkpoint`."""
+    path = Path(checkpoint).with_suffix(".json")
+
+    def record(epoch, logs):
+        for key, value in logs.items():
+            state["history"].setdefault(key, []).append(float(value))
+        state["epochs_done"] = epoch + 1
+        path.write_text(json.dumps(state))
+
+    return record
+
+
+def history_from_state(state: dict):
+    """A keras History rebuilt from a training record, as if model.fit had just returned it."""
+    history = keras.callbacks.History()
+    history.history = {k: list(v) for k, v in state["history"].items()}
+    history.epoch = list(range(state["epochs_done"]))
+    return history

@@ -93,3 +93,15 @@ def blur(images, sigma: float = 5.0) -> np.ndarray:
     x = tf.nn.depthwise_conv2d(x, rows, [1, 1, 1, 1], "VALID")
     x = tf.nn.depthwise_conv2d(x, tf.transpose(rows, (1, 0, 2, 3)), [1, 1, 1, 1], "VALID")
     return x.numpy()
+
+
+def feature_map(fmap) -> np.ndarray:
+    """Validate a feature map (H, W, C) or (1, H, W, C) and return it as float32 (H, W, C)."""
+    array = np.asarray(fmap)
+    if array.ndim == 4 and array.shape[0] == 1:
+        array = array[0]
+    if array.ndim != 3:
+        raise ValueError(f"Expected a spatial feature map (H, W, C) or (1, H, W, C); got shape {array.shape}. "
+                         "Dense and Flatten outputs have no spatial layout: pick a layer from "
+                         "layer_names(model, kind='spatial'); for a batch, pass one image's map.")
+    return array.astype(np.float32, copy=False)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 from scipy.stats import rankdata  # SciPy comes with scikit-image
 
+from cnnvis.gradients import check_classes
 from cnnvis.images import as_batch, blur, upsample_heatmap
 
 
@@ -17,10 +18,12 @@ def class_probabilities(model, images, batch_size: int = 64) -> np.ndarray:
     return np.concatenate([1 - probs, probs], axis=1) if probs.shape[1] == 1 else probs
 
 
-def explained_classes(model, batch, class_index):
-    if class_index is not None:
-        return np.broadcast_to(np.asarray(class_index), (len(batch),)).astype(int)
-    return class_probabilities(model, batch).argmax(axis=1)
+def explained_classes(model, batch, class_index) -> np.ndarray:
+    """The class to explain per image (N,): class_index checked by check_classes, or where it is
+    None, each image's most probable class."""
+    probs = class_probabilities(model, batch)
+    classes = check_classes(class_index, len(batch), probs.shape[1])
+    return np.where(classes < 0, probs.argmax(axis=1), classes)
 
 
 def _pointing(maps, boxes, tolerance: float):
@@ -122,3 +125,12 @@ def rank_correlation(a, b) -> float:
     if flat_a or flat_b:
         return 1.0 if flat_a and flat_b else 0.0
     return float(np.corrcoef(rankdata(a), rankdata(b))[0, 1])
+
+
+def frame_contrast(patterns, band: int = 8) -> np.ndarray:
+    """Mean brightness of each pattern's outer `band` pixels minus that of its centre, in grey
+    levels (n,): strongly negative for every pattern means a dark frame (padding the objective saw)."""
+    x = np.asarray(patterns, np.float32).mean(axis=-1)
+    border = np.zeros(x.shape[1:], bool)
+    border[:band], border[-band:], border[:, :band], border[:, -band:] = True, True, True, True
+    return x[:, border].mean(axis=1) - x[:, ~border].mean(axis=1)

@@ -334,3 +334,16 @@ def test_cache_never_confuses_two_models_with_the_same_id():
     for i in range(20):
         keras3.cached(cache, Fake(), (i,), lambda: i, size=16)
     assert len(cache) == 16
+
+
+def test_one_tiler_lays_out_grey_and_colour_cells_row_by_row():
+    """Issue 10: tile() is the one tiling behind tile_channels and pattern_grid."""
+    grey = np.arange(5 * 2 * 3, dtype=np.uint8).reshape(5, 2, 3)
+    grid = helpers.tile(grey, per_row=2, margin=1)
+    assert grid.shape == (3 * 2 + 2, 2 * 3 + 1)
+    np.testing.assert_array_equal(grid[3:5, 4:7], grey[3])  # row 1, column 1
+    assert (grid[6:8, 4:7] == 0).all() and (grid[2] == 0).all()  # the padding cell and the margins are black
+    colour = np.ones((3, 4, 4, 3), np.uint8)
+    assert helpers.tile(colour, per_row=8).shape == (4, 12, 3)  # per_row capped at the number of cells
+    with pytest.raises(ValueError, match="shape"):
+        helpers.tile(np.zeros((4, 4)))

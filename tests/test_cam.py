@@ -10,6 +10,7 @@ import tensorflow as tf
 from keras import layers
 
 import helpers
+from cnnvis import gradients
 from cnnvis.images import minmax
 
 RNG = np.random.default_rng(0)
@@ -80,7 +81,7 @@ def test_default_layer_is_the_last_spatial_one(softmax_net):
 def test_compiled_once_per_model_and_layer(softmax_net):
     for batch, cls in ((IMAGES[:1], 0), (IMAGES, 1), (IMAGES[:2], None)):
         helpers.grad_cam(softmax_net, batch, "conv", class_index=cls)
-    run, _ = helpers._CAM_CACHE[(id(softmax_net), "conv")][1]
+    run = gradients.CACHE[(id(softmax_net), "conv")][1]
     assert run.experimental_get_tracing_count() == 1
 
 
@@ -296,6 +297,7 @@ def trained(tmp_path_factory):
     return model, classes, root
 
 
+@pytest.mark.slow
 def test_pointing_game_beats_random_points_after_training(trained):
     model, classes, root = trained
     boxes = helpers.load_boxes(root)
@@ -307,6 +309,7 @@ def test_pointing_game_beats_random_points_after_training(trained):
     assert score >= baseline + 0.4, (score, baseline)
 
 
+@pytest.mark.slow
 def test_grad_cam_maps_change_when_the_trained_head_is_randomised(trained):
     model, classes, root = trained
     dogs = sorted((root / "validation" / "dogs").iterdir())[:8]
@@ -479,3 +482,12 @@ def test_gap_head_has_no_dense_512_and_rejects_other_variants():
     assert model.layers[-2].name == "gap" and model.count_params() == 146_065
     with pytest.raises(ValueError, match="head must be"):
         helpers.build_mini_vgg("seed003", head="gap")
+
+
+def test_occlusion_stride_defaults_to_8_and_to_16_in_quick_mode(red_model, monkeypatch):
+    image = _red_square(0, 0)
+    np.testing.assert_array_equal(helpers.occlusion_sensitivity(red_model, image, 1),
+                                  helpers.occlusion_sensitivity(red_model, image, 1, stride=8))
+    monkeypatch.setenv("CNNVIS_QUICK", "1")
+    np.testing.assert_array_equal(helpers.occlusion_sensitivity(red_model, image, 1),
+                                  helpers.occlusion_sensitivity(red_model, image, 1, stride=16))

@@ -75,7 +75,7 @@ def test_code_cells_are_short_and_fingerprints_are_checked(path):
     assert not any(re.search(r"^\s*(def|class)\s", src, re.M) for src in code), "functions belong in helpers.py"
 
 
-PURE_HELPERS = {"quick_or_full", "pattern_grid", "keras3_resnet_name", "frame_contrast", "np"}
+PURE_HELPERS = {"quick_or_full", "pattern_grid", "keras3_resnet_name", "frame_contrast", "tile_channels"}
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
@@ -99,3 +99,36 @@ def test_committed_outputs_carry_no_widget_state_or_tensorflow_banners(path):
               for o in c.get("outputs", []) if o.get("name") == "stderr"]
     assert not [text for text in stderr if "absl::InitializeLog" in text or "oneDNN custom operations" in text
                 or "failed call to cuInit" in text]
+
+
+TEACHING = "# TEACHING CELL"
+MATHS = re.compile(r"GradientTape|\.reshape\(|\.transpose\(|tf\.einsum|import tensorflow")
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_the_maths_is_written_out_only_in_marked_teaching_cells_each_checked_by_the_next(path):
+    """Issue 10: notebooks 02-04 write their core computation out (tiling, a gradient-ascent step,
+    Grad-CAM) in marked teaching cells; every other cell calls helpers. Each teaching cell is
+    followed by a checked cell, so a teaching cell that drifts from the helper fails CI."""
+    code = [(i, _source(c)) for i, c in enumerate(_cells(path)) if c["cell_type"] == "code"][1:]
+    teaching = [k for k, (_, src) in enumerate(code) if src.startswith(TEACHING)]
+    for _, src in code:
+        assert src.startswith(TEACHING) or not MATHS.search(src), f"{path.name}: unmarked maths in\n{src}"
+    for k in teaching:
+        assert code[k + 1][1].startswith("# NBVAL_CHECK_OUTPUT"), f"{path.name}: teaching cell {code[k][0]} is not checked"
+    assert bool(teaching) == (path.name[:2] in ("02", "03", "04"))
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_cells_read_as_sentences(path):
+    """One heading per markdown cell, at its top; the quick-mode settings in one code cell; numpy
+    imported by the notebook, not borrowed from helpers."""
+    cells = _cells(path)
+    for cell in cells:
+        if cell["cell_type"] == "markdown":
+            headings = [k for k, line in enumerate(_source(cell).splitlines()) if re.match(r"#+ ", line)]
+            assert headings in ([], [0]), f"{path.name}: {_source(cell)[:80]!r}"
+    quick = [c for c in cells if c["cell_type"] == "code" and "quick_or_full" in _source(c)]
+    assert len(quick) <= 1, f"{path.name}: quick-mode settings spread over {len(quick)} cells"
+    assert all("helpers.np" not in _source(c) for c in cells)
+    assert "import numpy as np" in _source(cells[1]) and "helpers.inline_figures()" in _source(cells[1])
