@@ -479,7 +479,8 @@ def test_signed_grad_cam_is_the_map_before_relu(softmax_net):
 
 def test_gap_head_has_no_dense_512_and_rejects_other_variants():
     model = helpers.build_mini_vgg(head="gap")
-    assert model.layers[-2].name == "gap" and model.count_params() == 146_065
+    assert model.layers[-2].name == "gap" and model.count_params() == 146_577
+    assert [layer.name for layer in model.layers][-6:-3] == ["block3_conv1", "block3_bn", "block3_relu"]
     with pytest.raises(ValueError, match="head must be"):
         helpers.build_mini_vgg("seed003", head="gap")
 
