@@ -18,6 +18,8 @@ application's own preprocessing), so visualisation code never rescales by hand.
 
 from __future__ import annotations
 
+import functools
+import inspect
 import random
 import warnings
 from pathlib import Path
@@ -44,19 +46,20 @@ from cnnvis.dogs_vs_cats import (IMAGE_SUFFIXES, download_dir, get_dogs_vs_cats,
                                  real_data_counts, real_data_dir)
 from cnnvis.files import build_then_rename  # noqa: E402,F401
 from cnnvis.gradients import check_images, check_layer, class_gradients, class_scores  # noqa: E402,F401
-from cnnvis.images import as_batch, blur, feature_map, load_image, minmax, upsample_heatmap  # noqa: E402,F401
+from cnnvis.images import as_batch, blur, feature_map, load_image, minmax, resize_maps, upsample_heatmap  # noqa: E402,F401
 from cnnvis.kaggle import download_competition, kaggle_credentials  # noqa: E402,F401
 from cnnvis.keras3 import (APPLICATIONS, activation_model, bytes_per_image, cached, classifier_head,  # noqa: E402,F401
                            find_layer, imagenet_label, is_spatial, keras3_resnet_name, last_spatial_layer,
                            layer_names, load_pretrained, model_input, truncated_model)
-from cnnvis.lucid import REGULARISED_DEFAULTS, fourier_scale, param_to_image, regularised_ascent_fn  # noqa: E402
+from cnnvis.lucid import REGULARISED_DEFAULTS, canvas_size, fourier_scale, param_to_image, regularised_ascent_fn  # noqa: E402
 from cnnvis.machine import gpu_report, runtime_report, training_strategy  # noqa: E402,F401
-from cnnvis.metrics import (class_probabilities, deletion_insertion_auc, explained_classes, frame_contrast,  # noqa: E402,F401
+from cnnvis.metrics import (border_texture_ratio, class_probabilities, deletion_insertion_auc, explained_classes, frame_contrast,  # noqa: E402,F401
                             pointing_game, pointing_game_report, random_point_baseline, rank_correlation,
                             reference_scores)
-from cnnvis.mode import QUICK_ENV, quick_mode, quick_or_full  # noqa: E402,F401
+from cnnvis.mode import QUICK_ENV, SEED_ENV, quick_mode, quick_or_full, training_seed  # noqa: E402,F401
 from cnnvis.paths import HOME_ENV, REPO_ROOT, describe_paths, project_paths  # noqa: E402,F401
-from cnnvis.toy_pets import BOX_PARTS, CLASS_DIRS, load_boxes, make_toy_pets  # noqa: E402,F401
+from cnnvis.randomise import check_finite, randomised_copy, reinitialise  # noqa: E402,F401
+from cnnvis.toy_pets import BOX_PARTS, CLASS_DIRS, CLASS_PARTS, eye_boxes, load_boxes, make_toy_pets  # noqa: E402,F401
 from cnnvis.widgets import figure_png, report_errors  # noqa: E402
 
 
@@ -244,25 +247,30 @@ def train(model, train_ds, val_ds, epochs: int, checkpoint=None, resume: bool = 
     return history_from_state(state)
 
 
-def checkpoint_path(name: str = "mini_vgg", paths=None, dataset=None) -> Path:
+def checkpoint_path(name: str = "mini_vgg", paths=None, dataset=None, seed: int = 0) -> Path:
     """The .keras checkpoint path for `name` in the models folder: name_<dataset folder name>.keras
-    when `dataset` (a data root) is given, so models of different data never share a file; quick
-    mode adds _quick, so a CI-sized run never resumes from, or overwrites, a full one."""
+    when `dataset` (a data root) is given, so models of different data never share a file; a
+    training seed other than 0 adds _seedN after the name, and quick mode adds _quick, so a
+    CI-sized run never resumes from, or overwrites, a full one."""
     paths = paths or project_paths()
     data = f"_{Path(dataset).name}" if dataset is not None else ""
-    return paths.models / f"{name}{data}{'_quick' if quick_mode() else ''}.keras"
+    return paths.models / f"{name}{f'_seed{seed}' if seed else ''}{data}{'_quick' if quick_mode() else ''}.keras"
 
 
-def trained_mini_vgg(paths=None, epochs: int | None = None, dataset: str = "auto", head: str = "flatten"):
+def trained_mini_vgg(paths=None, epochs: int | None = None, dataset: str = "auto", head: str = "flatten",
+                     seed: int | None = None):
     """Return (model, class_names, dataset_root): notebook 01's best mini-VGG for the data that
     find_dataset(kind=dataset) picks, or -- when there is none for that data -- one trained now
     (12 epochs, 10 in quick mode; progress shown). head="gap": the global-average-pooling variant
-    (build_mini_vgg), in its own checkpoint, trained with Adam(1e-3). Prints one line: which checkpoint, trained on what,
-    for how many epochs."""
+    (build_mini_vgg), in its own checkpoint, trained with Adam(1e-3). `seed` seeds the weights and
+    the batch order (default: training_seed(), i.e. CNNVIS_SEED or 0); a seed other than 0 has its
+    own checkpoint (checkpoint_path). Prints one line: which checkpoint, trained on what, for how
+    many epochs."""
     paths = paths or project_paths()
+    seed = training_seed() if seed is None else seed
     root, _ = find_dataset(paths, kind=dataset)
-    checkpoint = checkpoint_path("mini_vgg" if head == "flatten" else f"mini_vgg_{head}", paths, dataset=root)
-    train_ds, val_ds, classes = load_image_folders(root)
+    checkpoint = checkpoint_path("mini_vgg" if head == "flatten" else f"mini_vgg_{head}", paths, dataset=root, seed=seed)
+    train_ds, val_ds, classes = load_image_folders(root, seed=seed)
     state = read_state(checkpoint) if checkpoint.exists() else None
     if state is None or not same_data(state, dataset_record(root)):
         n = epochs or quick_or_full(10, 12)
@@ -270,8 +278,8 @@ def trained_mini_vgg(paths=None, epochs: int | None = None, dataset: str = "auto
         print(f"No {which} trained on {root.name} yet (notebook 01 trains one): training it now, {n} epochs.")
         # measured: at RMSprop(1e-4) the GAP head stays at 0.50 for 10 epochs; Adam(1e-3) trains it
         optimizer = keras.optimizers.Adam(1e-3) if head == "gap" else None
-        train(build_mini_vgg(head=head), train_ds, val_ds, epochs=n, checkpoint=checkpoint, data_root=root, verbose=2,
-              optimizer=optimizer)
+        train(build_mini_vgg(head=head, seed=seed), train_ds, val_ds, epochs=n, checkpoint=checkpoint, data_root=root,
+              verbose=2, optimizer=optimizer)
     print(describe_checkpoint(checkpoint))
     return load_checkpoint(checkpoint), classes, root
 
@@ -430,9 +438,9 @@ def plot_layer_activations(fmap, layer_name: str, method: str = "grid", cmap: st
     image = tile_channels(x, per_row=per_row, margin=max(1, x.shape[0] // 16)) if method == "grid" else tile_strip(x)
     tile = x.shape[0]
     width = min(20.0, max(4.0, image.shape[1] / tile * (1.0 if method == "grid" else 0.6)))
-    height = max(1.5, width * image.shape[0] / image.shape[1]) + 0.5
+    height = width * image.shape[0] / image.shape[1] + 0.5  # the image's own proportions, plus the title
     fig, ax = plt.subplots(figsize=(width, height))
-    ax.imshow(image, cmap=colormap, aspect="auto" if method == "strip" else "equal", interpolation="nearest")
+    ax.imshow(image, cmap=colormap, aspect="equal", interpolation="nearest")
     shown = f"first {x.shape[2]} of {full.shape[2]}" if x.shape[2] < full.shape[2] else str(full.shape[2])
     ax.set_title(f"{layer_name}  {x.shape[0]}x{x.shape[1]}, {shown} channels")
     ax.axis("off")
@@ -559,10 +567,11 @@ def filter_patterns(model, layer_name: str, filters, size: int = 64, steps: int 
     def build():
         cut = truncated_model(model, layer_name, size)
         if mode == "plain":
-            builder = _plain_ascent_fn(cut, size)
-        else:
-            builder = regularised_ascent_fn(lambda images, ids: _filter_means(cut, images, ids), size, REGULARISED_DEFAULTS)
-        return cut, builder, bytes_per_image(cut)
+            return cut, _plain_ascent_fn(cut, size), bytes_per_image(cut)
+        # the objective sees the whole transformed canvas, as in Lucid (see cnnvis.lucid.random_transform)
+        seen = truncated_model(model, layer_name, canvas_size(size, REGULARISED_DEFAULTS))
+        builder = regularised_ascent_fn(lambda images, ids: _filter_means(seen, images, ids), size, REGULARISED_DEFAULTS)
+        return cut, builder, bytes_per_image(seen)
 
     cut, ascend, per_image = cached(_ASCENT_CACHE, model, (layer_name, size, mode), build)
     channels = cut.output.shape[-1]
@@ -678,43 +687,66 @@ def grad_cam(model, images, layer_name=None, class_index=None, return_classes: b
     return (heat, np.asarray(used)) if return_classes else heat
 
 
-def grad_cam_plus_plus(model, images, layer_name=None, class_index=None):
+def grad_cam_plus_plus(model, images, layer_name=None, class_index=None, relu: bool = True):
     """Grad-CAM++ (Chattopadhay et al., 2018): like grad_cam, with channel weights that sum the
-    positive gradients weighted by alpha = g^2 / (2 g^2 + sum(A) g^3). (N, h, w) in [0, 1]."""
+    positive gradients weighted by alpha = g^2 / (2 g^2 + sum(A) g^3). (N, h, w) in [0, 1];
+    relu=False: the signed weighted sum, unscaled."""
     acts, grads, _ = class_gradients(model, images, layer_name, class_index)
     g2, g3 = grads**2, grads**3
     denominator = 2 * g2 + acts.sum(axis=(1, 2), keepdims=True) * g3
     alpha = np.divide(g2, denominator, out=np.zeros_like(g2), where=np.abs(denominator) > 1e-12)
     weights = (alpha * np.maximum(grads, 0)).sum(axis=(1, 2))
-    return _normalise_maps(np.einsum("nhwc,nc->nhw", acts, weights), "grad_cam_plus_plus")
+    signed = np.einsum("nhwc,nc->nhw", acts, weights)
+    return _normalise_maps(signed, "grad_cam_plus_plus") if relu else signed.astype(np.float32)
 
 
-def score_cam(model, images, layer_name=None, class_index=None, max_channels: int = 256, batch_size: int = 32):
-    """Score-CAM (Wang et al., 2020), computed as the paper and pytorch-grad-cam do: each channel of
-    the layer, upsampled to the image and scaled to [0, 1], masks the image; the class's score
-    before softmax/sigmoid on each masked image, softmaxed over the channels, weighs the channels;
-    the map is the ReLU of the weighted sum of activations, scaled to [0, 1]. The `max_channels`
-    channels with the highest mean activation are used; masks are scored in batches.
-    (N, h, w) in [0, 1]."""
+SCORE_CAM_VARIANTS = ("paper", "softmax")
+
+
+def score_cam(model, images, layer_name=None, class_index=None, variant: str = "paper", baseline: float = 127.5,
+              max_channels: int = 256, batch_size: int = 32, relu: bool = True):
+    """Score-CAM (Wang et al., 2020): each channel of the layer, upsampled to the image and then
+    scaled to [0, 1], masks the image; how the masked image scores weighs the channel; the map is
+    the ReLU of the weighted sum of the activations, scaled to [0, 1]. (N, h, w).
+
+    variant="paper": a channel's weight is the class probability (after softmax/sigmoid) of the
+    masked image minus that of the baseline image, as the paper defines it. variant="softmax":
+    pytorch-grad-cam's version -- the class score before softmax/sigmoid of each masked image,
+    softmaxed over the channels (all weights positive, no baseline). Masking blends towards
+    `baseline` (mid-grey, 127.5): masked = baseline + mask * (image - baseline), so an "off" pixel
+    is grey, near the mean colour, rather than black (the models take raw pixels; for ImageNet's
+    preprocessing grey is close to the zero the paper masks with). The `max_channels` channels
+    with the highest mean activation are used; masks are scored in batches. relu=False: the
+    signed weighted sum, unscaled."""
+    if variant not in SCORE_CAM_VARIANTS:
+        raise ValueError(f"variant must be one of {SCORE_CAM_VARIANTS}, got {variant!r}.")
     layer_name = check_layer(model, layer_name)
     batch = check_images(model, images)
     classes = explained_classes(model, batch, class_index)
     acts_all = get_activations(model, batch, [layer_name])[layer_name]
+    grey = np.full_like(batch[:1], baseline)
     maps = []
     for image, acts, cls in zip(batch, acts_all, classes):
         keep = np.argsort(acts.mean(axis=(0, 1)))[::-1][:max_channels]
-        masks = upsample_heatmap(minmax(acts[..., keep].transpose(2, 0, 1)), image.shape[:2])
-        scores = class_scores(model, image[None] * masks[..., None], batch_size)[:, cls]
-        weights = np.exp(scores - scores.max())
-        maps.append(np.einsum("hwc,c->hw", acts[..., keep], weights / weights.sum()))
-    return _normalise_maps(np.stack(maps), "score_cam")
+        masks = minmax(resize_maps(acts[..., keep].transpose(2, 0, 1), image.shape[:2]))[..., None]
+        masked = baseline + masks * (image[None] - baseline)
+        if variant == "paper":
+            weights = class_probabilities(model, masked, batch_size)[:, cls] - class_probabilities(model, grey)[0, cls]
+        else:
+            scores = class_scores(model, masked, batch_size)[:, cls]
+            weights = np.exp(scores - scores.max())
+            weights /= weights.sum()
+        maps.append(np.einsum("hwc,c->hw", acts[..., keep], weights))
+    signed = np.stack(maps).astype(np.float32)
+    return _normalise_maps(signed, "score_cam") if relu else signed
 
 
 def occlusion_sensitivity(model, images, class_index=None, patch: int = 16, stride: int | None = None,
-                          batch_size: int = 64):
+                          batch_size: int = 64, relu: bool = True):
     """Occlusion (Zeiler and Fergus, 2014; seed 004's 'mask part of the image'): slide a grey
     patch over the image and record how much the class probability drops; each pixel gets the
-    largest drop among the patches covering it. (N, H, W) in [0, 1], at the image's resolution.
+    largest drop among the patches covering it. (N, H, W) in [0, 1], at the image's resolution;
+    relu=False: the drops themselves (negative where every covering patch raised the probability).
     stride: default 8 (16 in quick mode: a quarter of the forward passes, coarser maps)."""
     stride = stride or quick_or_full(16, 8)
     batch, _ = as_batch(images)
@@ -734,23 +766,27 @@ def occlusion_sensitivity(model, images, class_index=None, patch: int = 16, stri
         for (y, x), drop in zip(corners, drops):
             np.maximum(heat[y:y + patch, x:x + patch], drop, out=heat[y:y + patch, x:x + patch])
         maps.append(np.where(np.isfinite(heat), heat, 0))
-    return _normalise_maps(np.stack(maps), "occlusion_sensitivity")
+    signed = np.stack(maps).astype(np.float32)
+    return _normalise_maps(signed, "occlusion_sensitivity") if relu else signed
 
 
 CAM_METHODS = {"Grad-CAM": grad_cam, "Grad-CAM++": grad_cam_plus_plus, "Score-CAM": score_cam,
-               "Occlusion": lambda model, images, layer_name=None, class_index=None:
-               occlusion_sensitivity(model, images, class_index)}  # occlusion needs no layer
+               "Score-CAM (softmax)": functools.partial(score_cam, variant="softmax"),
+               "Occlusion": lambda model, images, layer_name=None, class_index=None, relu=True:
+               occlusion_sensitivity(model, images, class_index, relu=relu)}  # occlusion needs no layer
 
 
-def explain(model, images, method="Grad-CAM", layer_name=None, class_index=None) -> np.ndarray:
+def explain(model, images, method="Grad-CAM", layer_name=None, class_index=None, relu: bool = True) -> np.ndarray:
     """One entry point for every method: a name in CAM_METHODS ("Grad-CAM", "Grad-CAM++",
-    "Score-CAM", "Occlusion") or a callable(model, images, layer_name=..., class_index=...)
-    returning (N, h, w) maps."""
-    if callable(method):
-        return method(model, images, layer_name=layer_name, class_index=class_index)
-    if method not in CAM_METHODS:
+    "Score-CAM" (the paper's), "Score-CAM (softmax)" (pytorch-grad-cam's), "Occlusion") or a
+    callable(model, images, layer_name=..., class_index=...) returning (N, h, w) maps. relu=False
+    asks for the signed maps before the ReLU and the scaling (a callable without a `relu`
+    argument is taken to return them already)."""
+    if not callable(method) and method not in CAM_METHODS:
         raise ValueError(f"method must be one of {list(CAM_METHODS)}, got {method!r}.")
-    return CAM_METHODS[method](model, images, layer_name=layer_name, class_index=class_index)
+    function = method if callable(method) else CAM_METHODS[method]
+    extra = {} if relu or "relu" not in inspect.signature(function).parameters else {"relu": False}
+    return function(model, images, layer_name=layer_name, class_index=class_index, **extra)
 
 
 def overlay_heatmap(image, heatmap, alpha: float = 0.4, cmap: str = "jet") -> np.ndarray:
@@ -767,17 +803,22 @@ def overlay_heatmap(image, heatmap, alpha: float = 0.4, cmap: str = "jet") -> np
     return np.clip((1 - alpha) * image + alpha * colours, 0, 255).astype(np.uint8)
 
 
-def _randomised_maps(model, batch, method, layer_name, classes, names, rng) -> np.ndarray:
-    """The maps of a copy of `model` whose layers `names` got new random weights, drawn at the scale
-    of the trained ones."""
-    copy = keras.models.clone_model(model)
-    copy.set_weights(model.get_weights())
-    for name in names:
-        layer = copy.get_layer(name)
-        layer.set_weights([rng.normal(0, max(float(w.std()), 1e-3), w.shape).astype(w.dtype) for w in layer.get_weights()])
+def _signed_maps(model, batch, method, layer_name, classes) -> np.ndarray:
+    """A method's maps before the ReLU and the scaling (explain(relu=False)), checked to be finite."""
     with warnings.catch_warnings(), QuietRetracing():
         warnings.simplefilter("ignore", RuntimeWarning)  # randomised models often give empty maps
-        return explain(copy, batch, method, layer_name, classes)
+        maps = np.asarray(explain(model, batch, method, layer_name, classes, relu=False), np.float32)
+    if not np.isfinite(maps).all():
+        raise ValueError(f"{getattr(method, '__name__', method)} gave NaN or infinite maps for {model.name!r}.")
+    return maps
+
+
+def _compare(original, randomised) -> dict:
+    """Adebayo et al.'s two comparisons, per image: Spearman correlation of the signed maps and of
+    their absolute values (N,) each, and how many randomised maps are empty (nothing above 0)."""
+    return {"signed": np.array([rank_correlation(a, b) for a, b in zip(original, randomised)]),
+            "absolute": np.array([rank_correlation(np.abs(a), np.abs(b)) for a, b in zip(original, randomised)]),
+            "empty": int((randomised.reshape(len(randomised), -1).max(axis=1) <= 0).sum())}
 
 
 def _weighted_layers(model) -> list[str]:
@@ -787,53 +828,73 @@ def _weighted_layers(model) -> list[str]:
 def randomisation_check(model, images, method: str = "Grad-CAM", layer_name=None, class_index=None,
                         top_layers: int = 3, seed: int = 0, threshold: float = 0.5) -> dict:
     """Model-randomisation sanity check (Adebayo et al., 2018) in one step: re-initialise the last
-    `top_layers` layers that have weights (by default reaching into the convolutional layers, so
-    the explained activations change too), recompute the maps and compare them with the originals
-    by rank_correlation per image. A faithful method's maps change (low correlation); returns
-    {"correlation": mean, "per_image": (N,), "flagged": mean > threshold, "randomised": [layer names]}."""
+    `top_layers` layers that have weights with their own initialisers (by default reaching into
+    the convolutional layers, so the explained activations change too), recompute the signed maps
+    and compare them with the originals per image. Returns {"signed", "absolute": mean Spearman
+    correlation of the signed maps and of their absolute values, "per_image_signed",
+    "per_image_absolute": (N,), "empty": randomised maps with nothing above 0, "flagged": absolute
+    > threshold (the maps hardly depend on those layers), "randomised": layer names}. A model
+    with NaN or infinite outputs, trained or randomised, is an error."""
     batch, _ = as_batch(images)
+    check_finite(model, batch)
     classes = explained_classes(model, batch, class_index)
-    original = explain(model, batch, method, layer_name, classes)
+    original = _signed_maps(model, batch, method, layer_name, classes)
     names = _weighted_layers(model)[-top_layers:]
-    randomised = _randomised_maps(model, batch, method, layer_name, classes, names, np.random.default_rng(seed))
-    per_image = np.array([rank_correlation(a, b) for a, b in zip(original, randomised)])
-    return {"correlation": float(per_image.mean()), "per_image": per_image,
-            "flagged": bool(per_image.mean() > threshold), "randomised": names}
+    copy = randomised_copy(model, names, np.random.default_rng(seed))
+    check_finite(copy, batch, "the randomised model")
+    result = _compare(original, _signed_maps(copy, batch, method, layer_name, classes))
+    return {"signed": float(result["signed"].mean()), "absolute": float(result["absolute"].mean()),
+            "per_image_signed": result["signed"], "per_image_absolute": result["absolute"], "empty": result["empty"],
+            "flagged": bool(result["absolute"].mean() > threshold), "randomised": names}
 
 
 def cascading_randomisation(model, images, method: str = "Grad-CAM", layer_name=None, class_index=None,
                             seed: int = 0, independent: bool = False, max_stages: int | None = None) -> list[dict]:
     """Adebayo et al.'s (2018) model-randomisation test, one stage per layer with weights, from the
-    top down: at stage k the top k such layers are re-initialised (cascading), or only the k-th
-    (independent=True). Each stage's maps are compared with the original ones by rank_correlation,
-    per image. Returns [{"layer": name, "correlation": mean over images}], top layer first. A
-    method whose maps depend on what the model learned falls towards 0 at once."""
+    top down: at stage k the top k such layers are re-initialised with their own initialisers
+    (cascading), or only the k-th (independent=True). Each stage's signed maps are compared with
+    the original ones per image. Returns [{"layer", "signed", "absolute": mean Spearman correlation
+    of the signed maps and of their absolute values, "empty": randomised maps with nothing above 0
+    (their ReLU'd map is blank, counted apart rather than scored), "n": images}], top layer first.
+    A method whose maps depend on what the model learned falls towards 0; a model with NaN or
+    infinite outputs is an error."""
     batch, _ = as_batch(images)
+    check_finite(model, batch)
     classes = explained_classes(model, batch, class_index)
-    original = explain(model, batch, method, layer_name, classes)
+    original = _signed_maps(model, batch, method, layer_name, classes)
     names = _weighted_layers(model)[::-1]
     rng = np.random.default_rng(seed)
     stages = []
     for k, name in enumerate(names[:max_stages]):
-        maps = _randomised_maps(model, batch, method, layer_name, classes,
-                                names[k:k + 1] if independent else names[:k + 1], rng)
-        stages.append({"layer": name, "correlation": float(np.mean([rank_correlation(a, b) for a, b in zip(original, maps)]))})
+        copy = randomised_copy(model, names[k:k + 1] if independent else names[:k + 1], rng)
+        check_finite(copy, batch, f"the model randomised down to {name!r}")
+        result = _compare(original, _signed_maps(copy, batch, method, layer_name, classes))
+        stages.append({"layer": name, "signed": float(result["signed"].mean()),
+                       "absolute": float(result["absolute"].mean()), "empty": result["empty"], "n": len(batch)})
     return stages
 
 
 def plot_randomisation(stages_by_method: dict):
-    """One line per method: rank correlation with the original maps after each randomisation stage
-    (cascading_randomisation), top layer on the left. Returns the figure."""
-    fig, ax = plt.subplots(figsize=(7, 3.2))
-    for method, stages in stages_by_method.items():
-        ax.plot(range(len(stages)), [s["correlation"] for s in stages], "o-", label=method)
+    """One colour per method: Spearman correlation with the original maps after each randomisation
+    stage (cascading_randomisation), absolute maps solid, signed maps dashed, top layer on the
+    left; a stage whose randomised maps are all or partly empty is labelled with their count.
+    Returns the figure."""
+    fig, ax = plt.subplots(figsize=(7.5, 3.4))
+    for (method, stages), colour in zip(stages_by_method.items(), plt.rcParams["axes.prop_cycle"].by_key()["color"]):
+        x = np.arange(len(stages))
+        ax.plot(x, [s["absolute"] for s in stages], "o-", color=colour, label=f"{method}, absolute")
+        ax.plot(x, [s["signed"] for s in stages], "s--", color=colour, label=f"{method}, signed")
+        for i, s in enumerate(stages):
+            if s["empty"]:
+                ax.annotate(f"{s['empty']}/{s['n']} empty", (i, s["absolute"]), textcoords="offset points",
+                            xytext=(4, 6), fontsize=7, color=colour)
     labels = [s["layer"] for s in next(iter(stages_by_method.values()))]
     ax.set_xticks(range(len(labels)), labels, rotation=45, ha="right", fontsize=8)
     ax.axhline(0, color="grey", lw=0.5)
-    ax.set_ylim(-0.3, 1.05)
-    ax.set_ylabel("rank correlation\nwith original maps")
+    ax.set_ylim(-1.05, 1.05)
+    ax.set_ylabel("Spearman correlation\nwith original maps")
     ax.set_xlabel("randomised down to this layer")
-    ax.legend()
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1))
     fig.tight_layout()
     return fig
 

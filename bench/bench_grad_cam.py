@@ -5,8 +5,8 @@
    [conv output, predictions] (the pattern most tutorials copy).
 3. the floor: one plain batched forward + backward pass of the same model (compiled), i.e. the
    least any gradient method must cost.
-Also Score-CAM's cost per image, 256 masks: before (one forward pass per mask, the loop of the paper's
-reference code) and after (masks scored in batches of 32, helpers.score_cam).
+Also Score-CAM's cost per image (the paper's variant), 256 masks: before (one forward pass per mask,
+the loop of the paper's reference code) and after (masks scored in batches of 32, helpers.score_cam).
 Usage: python bench/bench_grad_cam.py [--batch 32]
 """
 import argparse
@@ -38,14 +38,17 @@ def keras_example_cam(grad_model, image):
 
 
 def score_cam_one_mask_at_a_time(model, image, layer, channels=256):
-    """Score-CAM as the paper's reference loop computes it: one masked image per forward pass."""
+    """Score-CAM (the paper's variant) as its reference loop computes it: one masked image per forward
+    pass; each channel resized to the image, scaled to [0, 1], the image blended towards grey by it,
+    the weight P(class | masked) - P(class | grey)."""
     acts = helpers.get_activations(model, image, [layer])[layer]
     keep = np.argsort(acts.mean(axis=(0, 1)))[::-1][:channels]
-    masks = helpers.upsample_heatmap(helpers.minmax(acts[..., keep].transpose(2, 0, 1)), image.shape[:2])
+    masks = helpers.minmax(helpers.resize_maps(acts[..., keep].transpose(2, 0, 1), image.shape[:2]))
     cls = int(helpers.class_probabilities(model, image[None]).argmax())
-    scores = np.array([helpers.class_scores(model, (image * mask[..., None])[None])[0, cls] for mask in masks])
-    weights = np.exp(scores - scores.max())
-    cam = np.maximum(np.einsum("hwc,c->hw", acts[..., keep], weights / weights.sum()), 0)
+    grey = helpers.class_probabilities(model, np.full_like(image[None], 127.5))[0, cls]
+    weights = np.array([helpers.class_probabilities(model, (127.5 + mask[..., None] * (image - 127.5))[None])[0, cls]
+                        for mask in masks]) - grey
+    cam = np.maximum(np.einsum("hwc,c->hw", acts[..., keep], weights), 0)
     return cam / cam.max() if cam.max() > 0 else cam
 
 

@@ -68,17 +68,23 @@ def minmax(maps) -> np.ndarray:
     return np.divide(maps - low, span, out=np.zeros_like(maps), where=span > 0)
 
 
-def upsample_heatmap(heatmaps, size) -> np.ndarray:
-    """Resize heatmaps (h, w) or (N, h, w) to `size` (int or (H, W)) bilinearly; float32 in [0, 1]."""
-    maps = np.asarray(heatmaps, np.float32)
-    single = maps.ndim == 2
+def resize_maps(maps, size) -> np.ndarray:
+    """Resize maps (h, w) or (N, h, w) of any range to `size` (int or (H, W)) bilinearly: float32,
+    values kept as they are (no clipping)."""
+    array = np.asarray(maps, np.float32)
+    single = array.ndim == 2
     if single:
-        maps = maps[None]
-    if maps.ndim != 3:
-        raise ValueError(f"Expected heatmaps of shape (h, w) or (N, h, w); got {np.asarray(heatmaps).shape}.")
+        array = array[None]
+    if array.ndim != 3:
+        raise ValueError(f"Expected heatmaps of shape (h, w) or (N, h, w); got {np.asarray(maps).shape}.")
     height, width = (size, size) if isinstance(size, int) else size
-    out = np.clip(tf.image.resize(maps[..., None], (height, width), method="bilinear").numpy()[..., 0], 0, 1)
+    out = tf.image.resize(array[..., None], (height, width), method="bilinear").numpy()[..., 0]
     return out[0] if single else out
+
+
+def upsample_heatmap(heatmaps, size) -> np.ndarray:
+    """Resize heatmaps (h, w) or (N, h, w) in [0, 1] to `size` (int or (H, W)) bilinearly; float32 in [0, 1]."""
+    return np.clip(resize_maps(heatmaps, size), 0, 1)
 
 
 def blur(images, sigma: float = 5.0) -> np.ndarray:

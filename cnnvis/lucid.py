@@ -37,12 +37,20 @@ def param_to_image(spectrum, scale):
     return tf.sigmoid(tf.einsum("nhwc,dc->nhwd", spatial, _COLOR_SQRT))
 
 
+def canvas_size(size: int, settings) -> int:
+    """The side of the canvas random_transform returns for images of side `size`: padded on both
+    sides, then trimmed by the two jitters."""
+    return size + 2 * settings["pad"] - settings["jitter"] - settings["late_jitter"]
+
+
 def random_transform(images, seed, step, settings):
     """Lucid's standard transformation robustness on raw pixels (N, size, size, 3) in [0, 255], the
     same draw for every image of the batch (so a filter's result does not depend on its batch):
-    pad with mid-grey, jitter, scale and rotate about the centre, jitter again, then the centre
-    crop of the original size. Every random offset is uniform and symmetric, so on average the
-    objective sees the whole image, centred, and padding shows equally on every side."""
+    pad with mid-grey, jitter, scale and rotate about the centre, jitter again. Like Lucid, the
+    objective sees this whole canvas, (N, canvas_size, canvas_size, 3), and it is never cropped
+    back to the image: a crop would hide the image's own borders from the objective at most
+    steps, and they would end up as a frame. Every random offset is uniform and symmetric, so
+    padding shows equally on every side."""
     def draw(i, shape, low, high, dtype=tf.float32):
         return tf.random.stateless_uniform(shape, seed=tf.stack([seed, step * 8 + i]), minval=low, maxval=high, dtype=dtype)
 
@@ -51,7 +59,6 @@ def random_transform(images, seed, step, settings):
         size = tf.shape(x)[1] - amount
         return x[:, offsets[0]:offsets[0] + size, offsets[1]:offsets[1] + size, :]
 
-    size = tf.shape(images)[1]
     pad = settings["pad"]
     x = tf.pad(images, [[0, 0], [pad, pad], [pad, pad], [0, 0]], constant_values=127.5)
     x = jitter(x, settings["jitter"], 0)
@@ -65,13 +72,12 @@ def random_transform(images, seed, step, settings):
     x = tf.raw_ops.ImageProjectiveTransformV3(
         images=x, transforms=tf.tile(transform[None], [tf.shape(x)[0], 1]), output_shape=tf.shape(x)[1:3],
         fill_value=127.5, interpolation="BILINEAR", fill_mode="CONSTANT")
-    x = jitter(x, settings["late_jitter"], 3)
-    start = (tf.shape(x)[1] - size) // 2
-    return x[:, start:start + size, start:start + size, :]
+    return jitter(x, settings["late_jitter"], 3)
 
 
 def regularised_ascent_fn(objective, size, settings):
-    """Lucid-style optimisation of objective(images (N, size, size, 3) in [0, 255], filters (N,)) -> (N,):
+    """Lucid-style optimisation of objective(canvases (N, canvas_size, canvas_size, 3) in [0, 255],
+    filters (N,)) -> (N,):
     Fourier parameters, colour decorrelation, transformation robustness and Adam, compiled once;
     the returned function gives the final images, float (N, size, size, 3) in [0, 255]."""
     scale = fourier_scale(size)

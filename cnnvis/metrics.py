@@ -26,54 +26,63 @@ def explained_classes(model, batch, class_index) -> np.ndarray:
     return np.where(classes < 0, probs.argmax(axis=1), classes)
 
 
+def _near_boxes(ys, xs, image_boxes, tolerance: float) -> np.ndarray:
+    """Whether each pixel centre (ys[i], xs[i]) -- pixel (row, column) sits at (x, y) = (column,
+    row), as PIL draws it -- lies inside one of the boxes (x0, y0, x1, y1), or within `tolerance`
+    pixels of one. The one test behind the pointing game and its random baseline."""
+    ys, xs = np.asarray(ys, np.float64)[:, None], np.asarray(xs, np.float64)[:, None]
+    x0, y0, x1, y1 = (np.array([b[i] for b in image_boxes], np.float64)[None] for i in range(4))
+    distance = np.hypot(np.maximum(np.maximum(x0 - xs, 0), xs - x1), np.maximum(np.maximum(y0 - ys, 0), ys - y1))
+    return (distance <= tolerance).any(axis=1)
+
+
 def _pointing(maps, boxes, tolerance: float):
-    """Per map: None for a constant (e.g. all-zero) map, which points nowhere; else whether its
-    maximum lies within `tolerance` pixels of one of the image's boxes."""
+    """Per map: None for a constant (e.g. all-zero) map, which points nowhere; else the share of its
+    maximal pixels (every tied one counts) that lie within `tolerance` pixels of one of the boxes."""
     if len(maps) != len(boxes):
         raise ValueError(f"{len(maps)} heatmaps but {len(boxes)} box lists; give one list of boxes per image.")
     results = []
     for heat, image_boxes in zip(maps, boxes):
-        if heat.max() - heat.min() < 1e-6:
-            results.append(None)
+        if heat.max() - heat.min() < 1e-6 or not len(image_boxes):
+            results.append(None if heat.max() - heat.min() < 1e-6 else 0.0)
             continue
-        y, x = np.argwhere(heat >= heat.max() - 1e-6).mean(axis=0)  # a plateau's centre
-        distance = min(np.hypot(max(x0 - x, 0, x - x1), max(y0 - y, 0, y - y1)) for x0, y0, x1, y1 in image_boxes)
-        results.append(bool(distance <= tolerance))
+        ys, xs = np.nonzero(heat >= heat.max() - 1e-6)
+        results.append(float(_near_boxes(ys, xs, image_boxes, tolerance).mean()))
     return results
 
 
-def pointing_game(heatmaps, boxes, image_size, tolerance: float = 0) -> float:
-    """Share of maps whose maximum, upsampled to `image_size` (int or (H, W)), falls inside one of
-    that image's boxes, or within `tolerance` pixels of one (Zhang et al. used 15). boxes: per
-    image a list of (x0, y0, x1, y1) in pixels. When several pixels share the maximum (a plateau),
-    their centre is the point; a constant (e.g. all-zero) map points nowhere and counts as a miss."""
+def _upsampled(heatmaps, image_size) -> np.ndarray:
     maps = upsample_heatmap(heatmaps, image_size)
-    maps = maps[None] if maps.ndim == 2 else maps
-    return float(np.mean([bool(hit) for hit in _pointing(maps, boxes, tolerance)]))
+    return maps[None] if maps.ndim == 2 else maps
+
+
+def pointing_game(heatmaps, boxes, image_size, tolerance: float = 0) -> float:
+    """Mean pointing-game score of the maps, upsampled to `image_size` (int or (H, W)): a map
+    scores 1 when its maximum falls inside one of that image's boxes, or within `tolerance` pixels
+    of one (Zhang et al. used 15). boxes: per image a list of (x0, y0, x1, y1) in pixels. When
+    several pixels share the maximum, each counts: the map scores the share of them that hit. A
+    constant (e.g. all-zero) map points nowhere and scores 0."""
+    return float(np.mean([hit or 0.0 for hit in _pointing(_upsampled(heatmaps, image_size), boxes, tolerance)]))
 
 
 def pointing_game_report(heatmaps, boxes, image_size, tolerance: float = 15) -> dict:
-    """The pointing game as Zhang et al. report it: {"strict": share of maxima inside a box,
-    "tolerant": share within `tolerance` pixels, "empty": number of constant maps (misses in both),
-    "n": number of maps}."""
-    maps = upsample_heatmap(heatmaps, image_size)
-    maps = maps[None] if maps.ndim == 2 else maps
+    """The pointing game both ways: {"strict": mean score with the maximum inside a box (this
+    project's), "tolerant": within `tolerance` pixels of one (Zhang et al.'s 15 px), "empty":
+    number of constant maps (score 0 in both), "n": number of maps}."""
+    maps = _upsampled(heatmaps, image_size)
     strict, tolerant = _pointing(maps, boxes, 0), _pointing(maps, boxes, tolerance)
-    return {"strict": float(np.mean([bool(h) for h in strict])), "tolerant": float(np.mean([bool(h) for h in tolerant])),
+    return {"strict": float(np.mean([h or 0.0 for h in strict])), "tolerant": float(np.mean([h or 0.0 for h in tolerant])),
             "empty": sum(h is None for h in strict), "n": len(maps)}
 
 
-def random_point_baseline(boxes, image_size) -> float:
-    """Expected pointing-game score of a uniformly random point: the mean share of the image
-    covered by each image's boxes (their union)."""
+def random_point_baseline(boxes, image_size, tolerance: float = 0) -> float:
+    """Expected pointing-game score of a uniformly random pixel: per image, the share of pixel
+    centres that the game's own test (inside a box, or within `tolerance` pixels) counts as a hit,
+    averaged over the images."""
     height, width = (image_size, image_size) if isinstance(image_size, int) else image_size
-    shares = []
-    for image_boxes in boxes:
-        mask = np.zeros((height, width), bool)
-        for x0, y0, x1, y1 in image_boxes:
-            mask[int(y0):int(np.ceil(y1)) + 1, int(x0):int(np.ceil(x1)) + 1] = True
-        shares.append(mask.mean())
-    return float(np.mean(shares))
+    ys, xs = np.divmod(np.arange(height * width), width)
+    return float(np.mean([_near_boxes(ys, xs, image_boxes, tolerance).mean() if len(image_boxes) else 0.0
+                          for image_boxes in boxes]))
 
 
 def deletion_insertion_auc(model, images, heatmaps, class_index=None, steps: int = 16, batch_size: int = 64):
@@ -86,8 +95,7 @@ def deletion_insertion_auc(model, images, heatmaps, class_index=None, steps: int
     the model's score on the fully grey and the fully blurred image (see reference_scores): for a
     one-output model they are not class-neutral."""
     batch, _ = as_batch(images)
-    maps = upsample_heatmap(heatmaps, batch.shape[1:3])
-    maps = maps[None] if maps.ndim == 2 else maps
+    maps = _upsampled(heatmaps, batch.shape[1:3])
     classes = explained_classes(model, batch, class_index)
     fractions = np.linspace(0, 1, steps + 1)
     deletion, insertion = [], []
@@ -129,8 +137,27 @@ def rank_correlation(a, b) -> float:
 
 def frame_contrast(patterns, band: int = 8) -> np.ndarray:
     """Mean brightness of each pattern's outer `band` pixels minus that of its centre, in grey
-    levels (n,): strongly negative for every pattern means a dark frame (padding the objective saw)."""
+    levels (n,): far from 0, of either sign, means a frame (padding the objective saw); judge each
+    pattern, since frames of opposite sign cancel in a mean."""
     x = np.asarray(patterns, np.float32).mean(axis=-1)
-    border = np.zeros(x.shape[1:], bool)
-    border[:band], border[-band:], border[:, :band], border[:, -band:] = True, True, True, True
+    border = _band(x.shape[1:], band)
     return x[:, border].mean(axis=1) - x[:, ~border].mean(axis=1)
+
+
+def _band(shape, band: int) -> np.ndarray:
+    border = np.zeros(shape, bool)
+    border[:band], border[-band:], border[:, :band], border[:, -band:] = True, True, True, True
+    return border
+
+
+def border_texture_ratio(patterns, band: int = 8) -> np.ndarray:
+    """How busy each pattern's outer `band` pixels are compared with its centre (n,): the mean
+    absolute difference between neighbouring pixels there, divided by that in the centre. Near 1
+    when the texture runs to the edge; well below 1 for a flat frame, whatever its brightness."""
+    x = np.asarray(patterns, np.float32).mean(axis=-1)
+    busy = np.zeros_like(x)
+    busy[:, :-1, :] += np.abs(np.diff(x, axis=1))
+    busy[:, :, :-1] += np.abs(np.diff(x, axis=2))
+    border = _band(x.shape[1:], band)
+    centre = busy[:, ~border].mean(axis=1)
+    return np.divide(busy[:, border].mean(axis=1), centre, out=np.ones_like(centre), where=centre > 0)

@@ -15,3 +15,16 @@ def quick_mode() -> bool:
 def quick_or_full(quick, full):
     """`quick` in quick mode, else `full`: one place for CI-sized settings."""
     return quick if quick_mode() else full
+
+
+SEED_ENV = "CNNVIS_SEED"
+
+
+def training_seed() -> int:
+    """The seed the notebooks train with: CNNVIS_SEED (an integer), 0 when unset. Other seeds give
+    other draws of the same training, which is how the notebooks' checked facts are shown to hold
+    for any draw (bench/claims_spread.py)."""
+    value = os.environ.get(SEED_ENV, "").strip() or "0"
+    if not value.isdigit():
+        raise ValueError(f"{SEED_ENV} must be a whole number >= 0, got {value!r}.")
+    return int(value)

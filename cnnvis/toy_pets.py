@@ -15,6 +15,17 @@ CLASS_DIRS = ("cats", "dogs")
 
 
 BOX_PARTS = ("face", "left_ear", "right_ear", "snout")
+# The parts that tell the classes apart; the face box holds the eyes, which both classes share.
+CLASS_PARTS = ("left_ear", "right_ear", "snout")
+
+
+def eye_boxes(face) -> list[tuple[float, float, float, float]]:
+    """The boxes (x0, y0, x1, y1) of the two eyes inside a face box, as _draw_pet draws them: both
+    classes have the same eyes, so a map that peaks there has found no class-specific part."""
+    x0, y0, x1, y1 = face
+    cx, cy, r = (x0 + x1) / 2, (y0 + y1) / 2, (x1 - x0) / 2
+    return [(cx + sign * 0.38 * r - 0.15 * r, cy - 0.35 * r, cx + sign * 0.38 * r + 0.15 * r, cy - 0.05 * r)
+            for sign in (-1, 1)]
 
 
 def _textured_background(rng: np.random.Generator, size: int) -> Image.Image:

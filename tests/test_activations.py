@@ -204,6 +204,13 @@ def test_plot_layer_activations_and_channel(project_home):
     fig = helpers.plot_layer_activations(fmap, "layer_x", method="strip")
     assert fig.get_size_inches()[0] <= 20
     plt.close(fig)
+    # issue 14: strips were stretched to the figure (aspect="auto"), 2.5-4.5x too tall
+    for shape in [(160, 160, 16), (40, 40, 64), (10, 10, 20)]:
+        fig = helpers.plot_layer_activations(RNG.normal(size=shape).astype("float32"), "s", method="strip")
+        fig.canvas.draw()
+        box = fig.axes[0].get_window_extent()
+        assert fig.axes[0].get_aspect() == 1.0 and box.height / box.width == pytest.approx(shape[0] / (shape[1] * shape[2]), rel=0.05)
+        plt.close(fig)
     fig = helpers.plot_layer_activations(fmap, "layer_x", per_row=4, max_channels=8)
     assert "first 8 of 20 channels" in fig.axes[0].get_title()
     assert fig.axes[0].images[0].get_array().shape == (2 * 10 + 1, 4 * 10 + 3)

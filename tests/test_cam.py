@@ -185,8 +185,31 @@ def test_every_method_points_at_the_red_square(red_model, method):
     boxes = [[(20, 4, 27, 11)], [(6, 18, 13, 25)]]
     heat = helpers.explain(red_model, images, method, layer_name="red", class_index=1)
     assert np.isfinite(heat).all() and heat.min() >= 0 and heat.max() <= 1
-    assert helpers.pointing_game(heat, boxes, 32) == 1.0
+    # occlusion's 16-px patch makes a plateau around the 8-px square: every tied maximum lies within 12 px of it
+    assert helpers.pointing_game(heat, boxes, 32, tolerance=12 if method == "Occlusion" else 0) == 1.0
     assert helpers.random_point_baseline(boxes, 32) == pytest.approx(64 / 1024)
+
+
+def test_explain_passes_relu_false_to_every_method_for_the_signed_maps(red_model):
+    images = np.stack([_red_square(4, 20), _red_square(18, 6)])
+    for method in helpers.CAM_METHODS:
+        signed = helpers.explain(red_model, images, method, layer_name="red", class_index=1, relu=False)
+        heat = helpers.explain(red_model, images, method, layer_name="red", class_index=1)
+        positive = np.maximum(signed, 0)
+        np.testing.assert_allclose(heat, positive / positive.max(axis=(1, 2), keepdims=True), atol=1e-5, err_msg=method)
+    softmax = helpers.explain(red_model, images, "Score-CAM (softmax)", layer_name="red", class_index=1)
+    np.testing.assert_allclose(softmax, helpers.score_cam(red_model, images, "red", class_index=1, variant="softmax"))
+
+
+def test_for_one_logit_the_signed_maps_of_the_two_classes_are_negatives(red_model):
+    """The cat score of a one-sigmoid head is minus the dog logit, and P(cat) = 1 - P(dog): Grad-CAM
+    and the paper's Score-CAM give exactly negated signed maps for the two classes (occlusion does
+    not: each pixel keeps the largest drop of the patches covering it, and -max is not max of -)."""
+    images = np.stack([_red_square(4, 20), _red_square(18, 6)])
+    for method in ["Grad-CAM", "Score-CAM"]:
+        dog = helpers.explain(red_model, images, method, layer_name="red", class_index=1, relu=False)
+        cat = helpers.explain(red_model, images, method, layer_name="red", class_index=0, relu=False)
+        np.testing.assert_allclose(cat, -dog, atol=1e-5 * np.abs(dog).max(), err_msg=method)
 
 
 def test_occlusion_shape_and_errors(red_model):
@@ -205,16 +228,70 @@ def test_deletion_and_insertion_reward_a_good_map(red_model):
     assert deletion_good[0] < deletion_bad[0] and insertion_good[0] > insertion_bad[0]
 
 
-def test_randomisation_check_flags_a_model_blind_method(softmax_net):
-    result = helpers.randomisation_check(softmax_net, IMAGES, "Grad-CAM", "last", class_index=1, top_layers=1)
-    assert result["randomised"] == ["out"] and result["per_image"].shape == (3,)
-    assert -1 <= result["correlation"] <= 1
+def _edge_detector(model, images, layer_name=None, class_index=None):  # ignores the model entirely
+    return minmax(np.abs(np.diff(np.asarray(images).mean(-1), axis=1))[:, :20, :20])
 
-    def edge_detector(model, images, layer_name=None, class_index=None):  # ignores the model entirely
-        return minmax(np.abs(np.diff(np.asarray(images).mean(-1), axis=1))[:, :20, :20])
 
-    blind = helpers.randomisation_check(softmax_net, IMAGES, edge_detector, "last", top_layers=1)
-    assert blind["flagged"] and blind["correlation"] == pytest.approx(1.0)
+def test_randomisation_check_compares_signed_and_absolute_maps_with_a_fresh_copy(softmax_net):
+    """Issue 14: the check must compare the signed maps (before the ReLU), both as they are and as
+    absolute values, with those of a copy whose layers got their own initialisers anew."""
+    result = helpers.randomisation_check(softmax_net, IMAGES, "Grad-CAM", "last", class_index=1, top_layers=1, seed=3)
+    assert result["randomised"] == ["out"] and result["per_image_signed"].shape == (3,)
+    copy = helpers.randomised_copy(softmax_net, ["out"], np.random.default_rng(3))
+    before = helpers.grad_cam(softmax_net, IMAGES, "last", class_index=1, relu=False)
+    after = helpers.grad_cam(copy, IMAGES, "last", class_index=1, relu=False)
+    from scipy.stats import spearmanr
+
+    expected = [spearmanr(a.ravel(), b.ravel())[0] for a, b in zip(before, after)]
+    np.testing.assert_allclose(result["per_image_signed"], expected, atol=1e-6)
+    expected_abs = [spearmanr(np.abs(a).ravel(), np.abs(b).ravel())[0] for a, b in zip(before, after)]
+    np.testing.assert_allclose(result["per_image_absolute"], expected_abs, atol=1e-6)
+    assert result["empty"] == int((after.max(axis=(1, 2)) <= 0).sum())
+    blind = helpers.randomisation_check(softmax_net, IMAGES, _edge_detector, "last", top_layers=1)
+    assert blind["flagged"] and blind["absolute"] == pytest.approx(1.0) and blind["signed"] == pytest.approx(1.0)
+
+
+def _bn_net():
+    """A small classifier with BatchNormalization whose statistics look trained (variance 4, mean 2)."""
+    keras.utils.set_random_seed(1)
+    inputs = keras.Input((24, 24, 3))
+    x = layers.Conv2D(4, 3, name="conv")(layers.Rescaling(1 / 255)(inputs))
+    bn = layers.BatchNormalization(name="bn")
+    x = layers.Activation("relu")(bn(x))
+    model = keras.Model(inputs, layers.Dense(2, activation="softmax", name="out")(layers.GlobalAveragePooling2D()(x)))
+    bn.set_weights([np.full(4, 1.5, np.float32), np.full(4, 0.2, np.float32), np.full(4, 2.0, np.float32),
+                    np.full(4, 4.0, np.float32)])
+    return model
+
+
+def test_reinitialising_batch_norm_uses_its_own_initialisers_and_keeps_outputs_finite():
+    """Issue 14: every weight was redrawn from N(0, std): half the BatchNorm variances went negative,
+    the model gave NaN, and the check still reported numbers."""
+    model = _bn_net()
+    copy = helpers.randomised_copy(model, ["bn", "out"], np.random.default_rng(0))
+    gamma, beta, mean, variance = copy.get_layer("bn").get_weights()
+    np.testing.assert_array_equal(gamma, 1) and np.testing.assert_array_equal(variance, 1)
+    np.testing.assert_array_equal(beta, 0) and np.testing.assert_array_equal(mean, 0)
+    assert not np.allclose(copy.get_layer("out").get_weights()[0], model.get_layer("out").get_weights()[0])
+    np.testing.assert_array_equal(copy.get_layer("out").get_weights()[1], 0)  # Dense bias: zeros initialiser
+    assert np.isfinite(helpers.class_probabilities(copy, IMAGES)).all()
+    stages = helpers.cascading_randomisation(model, IMAGES, "Grad-CAM", "bn", class_index=0)
+    assert [s["layer"] for s in stages] == ["out", "bn", "conv"]
+    assert all(np.isfinite([s["signed"], s["absolute"]]).all() for s in stages)
+    again = helpers.randomised_copy(model, ["out"], np.random.default_rng(0))
+    np.testing.assert_array_equal(again.get_layer("out").get_weights()[0],
+                                  helpers.randomised_copy(model, ["out"], np.random.default_rng(0)).get_layer("out").get_weights()[0])
+
+
+def test_a_model_with_non_finite_outputs_is_an_error_not_a_result(softmax_net):
+    inputs = keras.Input((24, 24, 3))
+    x = layers.Conv2D(2, 3, name="conv")(layers.Rescaling(1 / 255)(inputs))
+    x = layers.Lambda(lambda t: t * np.float32(np.nan), name="nan")(x)
+    broken = keras.Model(inputs, layers.Dense(2, activation="softmax")(layers.GlobalAveragePooling2D()(x)))
+    with pytest.raises(ValueError, match="NaN or infinite outputs on 3 of 3 images"):
+        helpers.randomisation_check(broken, IMAGES, "Grad-CAM", "conv", class_index=0)
+    with pytest.raises(ValueError, match="NaN or infinite outputs"):
+        helpers.cascading_randomisation(broken, IMAGES, "Grad-CAM", "conv", class_index=0)
 
 
 # ---- overlays and plots -------------------------------------------------------------
@@ -235,12 +312,36 @@ def test_upsample_and_overlay():
         helpers.upsample_heatmap(np.zeros((1, 2, 3, 4)), 8)
 
 
-def test_pointing_game_uses_the_centre_of_a_plateau():
+def test_pointing_game_counts_every_tied_maximum():
+    """Issue 14: tied maxima were replaced by their centroid, which can lie outside every box."""
     heat = np.zeros((1, 10, 10), np.float32)
-    heat[0, 2:8, 2:8] = 1.0  # centre (4.5, 4.5)
-    assert helpers.pointing_game(heat, [[(4, 4, 5, 5)]], 10) == 1.0
-    assert helpers.pointing_game(heat, [[(1, 1, 2, 2)]], 10) == 0.0
+    heat[0, 1, 1] = heat[0, 8, 8] = 1.0  # two maxima; their centroid (4.5, 4.5) is in neither box
+    assert helpers.pointing_game(heat, [[(0, 0, 2, 2), (7, 7, 9, 9)]], 10) == 1.0
+    assert helpers.pointing_game(heat, [[(0, 0, 2, 2)]], 10) == 0.5
+    assert helpers.pointing_game(heat, [[(4, 4, 5, 5)]], 10) == 0.0
     assert helpers.pointing_game(np.zeros((1, 10, 10)), [[(0, 0, 9, 9)]], 10) == 0.0  # points nowhere
+
+
+def test_random_point_baseline_tests_the_games_own_pixel_centres():
+    """Issue 14: the baseline counted whole pixels that a box only touched (9 of 16 here)."""
+    assert helpers.random_point_baseline([[(0.5, 0.5, 1.5, 1.5)]], 4) == pytest.approx(1 / 16)
+    boxes = [[(2.3, 1.0, 6.8, 4.2), (5.0, 5.0, 7.0, 7.0)]]
+    for tolerance in (0, 2):
+        one_hot = np.eye(64, dtype=np.float32).reshape(64, 8, 8)  # a map peaking at each pixel in turn
+        game = helpers.pointing_game(one_hot, boxes * 64, 8, tolerance=tolerance)
+        assert helpers.random_point_baseline(boxes, 8, tolerance=tolerance) == pytest.approx(game)
+
+
+def test_eye_boxes_are_inside_the_face_and_outside_the_class_parts(toy_root):
+    boxes = helpers.load_boxes(toy_root)
+    for parts in list(boxes.values())[:20]:
+        x0, y0, x1, y1 = parts["face"]
+        for ex0, ey0, ex1, ey1 in helpers.eye_boxes(parts["face"]):
+            assert x0 < ex0 < ex1 < x1 and y0 < ey0 < ey1 < y1
+    image = helpers.load_image(toy_root / next(iter(boxes)))
+    eye = helpers.eye_boxes(boxes[next(iter(boxes))]["face"])[0]
+    pupil = image[int((eye[1] + eye[3]) / 2), int((eye[0] + eye[2]) / 2)]
+    assert pupil.max() < 40  # the dark pupil sits at the eye box's centre
 
 
 def test_pointing_game_checks_lengths_and_plot_cams():
@@ -252,9 +353,20 @@ def test_pointing_game_checks_lengths_and_plot_cams():
     plt.close(fig)
 
 
-def test_imagenet_label_names_or_falls_back():
-    label = helpers.imagenet_label(281)
-    assert label in ("tabby", "class 281")
+def test_imagenet_label_names_when_the_index_is_there_and_falls_back_offline(monkeypatch):
+    from cnnvis import keras3
+
+    monkeypatch.setattr(keras3, "_IMAGENET_NAMES", [])
+    monkeypatch.setattr(keras.applications.imagenet_utils, "decode_predictions",
+                        lambda preds, top: [[("n0", f"name{i}", 1.0)] for i in range(len(preds))])
+    assert helpers.imagenet_label(281) == "name281"
+    monkeypatch.setattr(keras3, "_IMAGENET_NAMES", [])
+
+    def offline(preds, top):
+        raise OSError("no network")
+
+    monkeypatch.setattr(keras.applications.imagenet_utils, "decode_predictions", offline)
+    assert helpers.imagenet_label(281) == "class 281"
     with pytest.raises(ValueError, match="0..999"):
         helpers.imagenet_label(1000)
 
@@ -280,7 +392,7 @@ def test_cam_explorer_updates_and_reports(softmax_net):
     assert "expects images of shape" in bad.status.value
 
 
-# ---- the real thing: a quickly trained mini-VGG on toy pets localises the dogs -------
+# ---- the real thing: a quickly trained mini-VGG on toy pets ------------------------
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
@@ -297,26 +409,40 @@ def trained(tmp_path_factory):
     return model, classes, root
 
 
+# These assert findings that held in every training seed measured by bench/claims_spread.py (the
+# README gives the spreads), so they hold for the draw a machine of another kind makes.
+
 @pytest.mark.slow
-def test_pointing_game_beats_random_points_after_training(trained):
+def test_grad_cam_plus_plus_cat_maps_peak_near_the_cats_parts_after_training(trained):
     model, classes, root = trained
     boxes = helpers.load_boxes(root)
-    dogs = sorted(k for k in boxes if k.startswith("validation/dogs/"))
-    images = np.stack([helpers.load_image(root / f) for f in dogs])
-    dog_boxes = [list(boxes[f].values()) for f in dogs]
-    heat = helpers.grad_cam(model, images, class_index=classes.index("dogs"))
-    score, baseline = helpers.pointing_game(heat, dog_boxes, 160), helpers.random_point_baseline(dog_boxes, 160)
-    assert score >= baseline + 0.4, (score, baseline)
+    cats = sorted(k for k in boxes if k.startswith("validation/cats/"))[:10]
+    images = np.stack([helpers.load_image(root / f) for f in cats])
+    parts = [[boxes[f][p] for p in helpers.CLASS_PARTS] for f in cats]
+    report = helpers.pointing_game_report(helpers.grad_cam_plus_plus(model, images, class_index=0), parts, 160)
+    assert report["empty"] == 0 and report["tolerant"] == 1.0, report
 
 
 @pytest.mark.slow
-def test_grad_cam_maps_change_when_the_trained_head_is_randomised(trained):
+def test_grad_cam_plus_plus_fails_the_randomisation_check_on_the_trained_mini_vgg(trained):
     model, classes, root = trained
-    dogs = sorted((root / "validation" / "dogs").iterdir())[:8]
+    dogs = sorted((root / "validation" / "dogs").iterdir())[:4]
     images = np.stack([helpers.load_image(p) for p in dogs])
-    result = helpers.randomisation_check(model, images, "Grad-CAM", class_index=classes.index("dogs"))
+    result = helpers.randomisation_check(model, images, "Grad-CAM++", class_index=classes.index("dogs"))
     assert result["randomised"] == ["block3_conv1", "dense", "prediction"]
-    assert not result["flagged"] and result["correlation"] < 0.5, result
+    assert result["flagged"] and result["absolute"] > 0.8, result
+
+
+@pytest.mark.slow
+def test_regularised_patterns_of_the_trained_mini_vgg_have_no_frame(trained):
+    """Issue 14: the check averaged a signed border-minus-centre value over all patterns, so frames
+    of opposite sign cancelled; and the objective saw a crop, which left the borders as a frame."""
+    model, _, _ = trained
+    for layer in ["block0_conv2", "block2_conv2"]:
+        patterns = helpers.filter_patterns(model, layer, list(range(16)), size=160, mode="regularised", steps=32,
+                                           progress=False)
+        moving = patterns[patterns.std(axis=(1, 2, 3)) > 2]
+        assert len(moving) >= 12 and np.median(np.abs(helpers.frame_contrast(moving))) < 25, layer
 
 
 def test_class_probabilities_for_sigmoid_and_softmax(red_model, softmax_net):
@@ -336,32 +462,78 @@ def test_grad_cam_plus_plus_and_score_cam_directly(red_model):
     assert helpers.pointing_game(score, [[(8, 8, 15, 15)]], 32) == 1.0
     # max_channels keeps the channels with the highest mean activation: here only the faint blue
     # background channel, whose softmax weight is then 1: the map is that channel, off the square
-    only_background = helpers.score_cam(red_model, image, "red", class_index=1, max_channels=1)
+    only_background = helpers.score_cam(red_model, image, "red", class_index=1, max_channels=1, variant="softmax")
     assert only_background.max() == pytest.approx(1.0)
     assert helpers.pointing_game(only_background, [[(8, 8, 15, 15)]], 32) == 0.0
 
 
-def test_score_cam_is_the_papers_formula(softmax_net):
-    """Issue 9: Score-CAM subtracted a baseline and never took the softmax over channels, so weights
-    went negative and maps came out empty. Direct computation: masks from min-max scaled
-    activations, pre-softmax class scores of the masked inputs, softmax over channels, ReLU."""
+def _reference_gradients(model, images, cls, layer):
+    """Activations and gradients of the pre-softmax class score, with an eager tape: (N, C, h, w) each."""
+    upto = keras.Model(model.inputs[0], model.get_layer(layer).output)
+    rest = model.layers[model.layers.index(model.get_layer(layer)) + 1:-1]
+    dense = model.layers[-1]
+    with tf.GradientTape() as tape:
+        acts = upto(images)
+        tape.watch(acts)
+        x = acts
+        for lay in rest:
+            x = lay(x)
+        score = (tf.matmul(x, dense.kernel) + dense.bias)[:, cls]
+    grads = tape.gradient(score, acts).numpy()
+    return acts.numpy().transpose(0, 3, 1, 2), grads.transpose(0, 3, 1, 2)
+
+
+def test_grad_cam_plus_plus_weights_follow_the_papers_closed_form(softmax_net):
+    """Issue 14: Grad-CAM++ had no formula test. The closed form (Chattopadhay et al., eq. 19 with
+    the exponential): alpha = g^2 / (2 g^2 + sum_ab A g^3), w = sum_ij alpha relu(g), written out
+    per channel on (N, C, h, w) arrays as pytorch-grad-cam does."""
+    acts, grads = _reference_gradients(softmax_net, IMAGES, 2, "last")
+    total = acts.sum(axis=(2, 3))[:, :, None, None]
+    alpha = np.where(grads != 0, grads**2 / (2 * grads**2 + total * grads**3 + 1e-30), 0)
+    weights = (alpha * np.maximum(grads, 0)).sum(axis=(2, 3))
+    cam = np.maximum(np.einsum("nc,nchw->nhw", weights, acts), 0)
+    expected = cam / cam.max(axis=(1, 2), keepdims=True)
+    np.testing.assert_allclose(helpers.grad_cam_plus_plus(softmax_net, IMAGES, "last", class_index=2), expected, atol=1e-4)
+    signed = helpers.grad_cam_plus_plus(softmax_net, IMAGES, "last", class_index=2, relu=False)
+    np.testing.assert_allclose(signed, np.einsum("nc,nchw->nhw", weights, acts), rtol=1e-4, atol=1e-6)
+
+
+def _strided_net():
+    keras.utils.set_random_seed(5)
     inputs = keras.Input((24, 24, 3))
-    x = layers.Conv2D(6, 3, padding="same", activation="relu", name="conv")(layers.Rescaling(1 / 255)(inputs))
+    x = layers.Conv2D(6, 3, strides=2, padding="same", activation="relu", name="conv")(layers.Rescaling(1 / 255)(inputs))
     x = layers.GlobalAveragePooling2D()(x)
-    model = keras.Model(inputs, layers.Dense(3, activation="softmax", name="out")(x))
-    cls = 1
-    heat = helpers.score_cam(model, IMAGES, "conv", class_index=cls)
+    return keras.Model(inputs, layers.Dense(3, activation="softmax", name="out")(x))
+
+
+@pytest.mark.parametrize("variant", ["paper", "softmax"])
+def test_score_cam_against_a_direct_computation_on_a_layer_that_needs_upsampling(variant):
+    """Issue 14: the old test checked the helper against a copy of itself, and masks were min-max
+    scaled before upsampling. Written out here: each channel resized to 24x24, then scaled to
+    [0, 1]; the image blended towards grey by it; the paper's weight is P(class | masked) -
+    P(class | grey), pytorch-grad-cam's the softmax over channels of the masked logits."""
+    model, cls = _strided_net(), 1
+    heat = helpers.score_cam(model, IMAGES, "conv", class_index=cls, variant=variant)
+    assert heat.shape == (3, 12, 12)
     acts = keras.Model(model.inputs[0], model.get_layer("conv").output)(IMAGES).numpy()
     features = keras.Model(model.inputs[0], model.get_layer("out").input)
     kernel, bias = (w.numpy() for w in model.get_layer("out").weights)
+    grey = np.full((1, 24, 24, 3), 127.5, np.float32)
     for image, act, got in zip(IMAGES, acts, heat):
-        low, high = act.min(axis=(0, 1)), act.max(axis=(0, 1))
-        masks = np.where(high > low, (act - low) / np.where(high > low, high - low, 1), 0).transpose(2, 0, 1)
-        scores = (features(image[None] * masks[..., None]).numpy() @ kernel + bias)[:, cls]
-        weights = np.exp(scores - scores.max()) / np.exp(scores - scores.max()).sum()
+        big = tf.image.resize(act[None], (24, 24), method="bilinear").numpy()[0]  # (24, 24, 6), unclipped
+        low, high = big.min(axis=(0, 1)), big.max(axis=(0, 1))
+        masks = ((big - low) / np.where(high > low, high - low, 1)).transpose(2, 0, 1)[..., None]
+        masked = 127.5 + masks * (image[None] - 127.5)
+        if variant == "paper":
+            weights = model(masked).numpy()[:, cls] - model(grey).numpy()[0, cls]
+        else:
+            logits = (features(masked).numpy() @ kernel + bias)[:, cls]
+            weights = np.exp(logits - logits.max()) / np.exp(logits - logits.max()).sum()
         cam = np.maximum((act * weights).sum(-1), 0)
-        np.testing.assert_allclose(got, cam / cam.max(), atol=1e-4)
-    assert (heat.max(axis=(1, 2)) == 1).all()  # never empty: the weights are positive
+        expected = cam / cam.max() if cam.max() > 0 else cam
+        np.testing.assert_allclose(got, expected, atol=1e-4)
+    with pytest.raises(ValueError, match="variant must be one of"):
+        helpers.score_cam(model, IMAGES, "conv", variant="lucid")
 
 
 def _split_head(kind, activation="softmax"):
@@ -458,16 +630,28 @@ def test_deletion_auc_is_the_trapezoid_of_the_curve(red_model):
 def test_cascading_randomisation_goes_top_down_and_drops_for_grad_cam(softmax_net):
     stages = helpers.cascading_randomisation(softmax_net, IMAGES, "Grad-CAM", "last", class_index=1)
     assert [s["layer"] for s in stages] == ["out", "last", "conv"]
-    assert all(-1 <= s["correlation"] <= 1 for s in stages) and stages[-1]["correlation"] < 0.9
-
-    def edge_detector(model, images, layer_name=None, class_index=None):  # ignores the model entirely
-        return minmax(np.abs(np.diff(np.asarray(images).mean(-1), axis=1))[:, :20, :20])
-
-    blind = helpers.cascading_randomisation(softmax_net, IMAGES, edge_detector, "last", independent=True)
-    assert [s["correlation"] for s in blind] == pytest.approx([1.0, 1.0, 1.0])
+    assert stages[-1]["absolute"] < 0.9 and stages[-1]["n"] == 3
+    blind = helpers.cascading_randomisation(softmax_net, IMAGES, _edge_detector, "last", independent=True)
+    assert [s["absolute"] for s in blind] == pytest.approx([1.0, 1.0, 1.0])
     fig = helpers.plot_randomisation({"Grad-CAM": stages, "edges": blind})
-    assert len(fig.axes[0].lines) == 3  # two methods and the zero line
+    assert len(fig.axes[0].lines) == 5  # two methods, absolute and signed, and the zero line
     plt.close(fig)
+
+
+def test_an_empty_randomised_map_is_counted_apart_not_scored_as_unrelated(softmax_net):
+    """Issue 14: a randomised map that is negative everywhere became an empty map, scored 0.00
+    ("unrelated"), though it was the original map negated: signed -1, absolute +1."""
+    model = keras.models.clone_model(softmax_net)
+    model.set_weights(softmax_net.get_weights())
+    out = model.get_layer("out")
+    out.set_weights([out.get_weights()[0], np.ones(3, np.float32)])  # the re-initialised bias is 0
+
+    def sign_of_bias(model, images, layer_name=None, class_index=None, relu=True):
+        signed = (_edge_detector(model, images) + 0.1) * (float(model.get_layer("out").bias.numpy()[0]) - 0.5)
+        return np.maximum(signed, 0) if relu else signed
+
+    stage = helpers.cascading_randomisation(model, IMAGES, sign_of_bias, "last", max_stages=1)[0]
+    assert stage["empty"] == 3 and stage["signed"] == pytest.approx(-1.0) and stage["absolute"] == pytest.approx(1.0)
 
 
 def test_signed_grad_cam_is_the_map_before_relu(softmax_net):

@@ -145,6 +145,8 @@ def test_checkpoint_path_separates_quick_mode_and_data(monkeypatch, tmp_path):
     assert helpers.checkpoint_path("m", dataset=tmp_path / "dogs-vs-cats").name == "m_dogs-vs-cats.keras"
     monkeypatch.setenv("CNNVIS_QUICK", "1")
     assert helpers.checkpoint_path("m").name == "m_quick.keras"
+    assert helpers.checkpoint_path("m", dataset=tmp_path / "toy", seed=2).name == "m_seed2_toy_quick.keras"
+    assert helpers.checkpoint_path("m", seed=0).name == "m_quick.keras"
     assert helpers.checkpoint_path("m").parent == helpers.project_paths().models
 
 

@@ -55,6 +55,16 @@ def test_quick_mode(monkeypatch, value, expected):
     assert helpers.quick_mode() is expected
 
 
+def test_training_seed_reads_cnnvis_seed(monkeypatch):
+    monkeypatch.delenv("CNNVIS_SEED", raising=False)
+    assert helpers.training_seed() == 0
+    monkeypatch.setenv("CNNVIS_SEED", " 3 ")
+    assert helpers.training_seed() == 3
+    monkeypatch.setenv("CNNVIS_SEED", "-1")
+    with pytest.raises(ValueError, match="CNNVIS_SEED must be a whole number"):
+        helpers.training_seed()
+
+
 def test_mount_drive_outside_colab_is_a_clear_error():
     with pytest.raises(RuntimeError, match="only inside Google Colab"):
         helpers.mount_drive()

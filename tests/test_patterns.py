@@ -168,7 +168,7 @@ def _transformed(images, draws=40):
 def test_regularised_transforms_pad_with_mid_grey_not_black():
     """Issue 9: padding and rotation fill used 0.5 on the 0-255 scale: a black frame."""
     out = _transformed(np.full((1, 64, 64, 3), 255.0))
-    assert out.shape[2:] == (64, 64, 3)
+    assert out.shape[2:] == (lucid.canvas_size(64, helpers.REGULARISED_DEFAULTS),) * 2 + (3,) == (76, 76, 3)
     assert out.min() >= 127.5 - 1e-3 and (np.abs(out - 127.5) < 1).any()  # grey padding is seen, never black
 
 
@@ -182,6 +182,16 @@ def test_regularised_transforms_see_every_side_of_the_image_alike():
     left, right = grey[..., :8].mean(), grey[..., -8:].mean()
     top, bottom = grey[..., :8, :].mean(), grey[..., -8:, :].mean()
     assert left > 0.02 and right > 0.02 and 0.5 < left / right < 2 and 0.5 < top / bottom < 2
+
+
+def test_border_texture_ratio_tells_a_flat_frame_from_texture_to_the_edge():
+    rng = np.random.default_rng(0)
+    textured = rng.uniform(0, 255, (1, 32, 32, 3))
+    framed = textured.copy()
+    framed[0, :4], framed[0, -4:], framed[0, :, :4], framed[0, :, -4:] = 90, 90, 90, 90
+    ratio = helpers.border_texture_ratio(np.concatenate([textured, framed]), band=4)
+    assert 0.9 < ratio[0] < 1.1 and ratio[1] < 0.4
+    assert helpers.border_texture_ratio(np.full((1, 16, 16, 3), 7.0), band=4)[0] == 1.0  # flat: no texture anywhere
 
 
 def test_frame_contrast_finds_a_dark_frame():
