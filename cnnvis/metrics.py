@@ -161,3 +161,17 @@ def border_texture_ratio(patterns, band: int = 8) -> np.ndarray:
     border = _band(x.shape[1:], band)
     centre = busy[:, ~border].mean(axis=1)
     return np.divide(busy[:, border].mean(axis=1), centre, out=np.ones_like(centre), where=centre > 0)
+
+
+def mass_inside(heatmaps, boxes, image_size) -> np.ndarray:
+    """Share of each map's mass (its ReLU, upsampled to `image_size`) inside that image's boxes
+    (x0, y0, x1, y1): (N,) in [0, 1]; NaN for an empty map, which says nothing either way."""
+    maps = np.maximum(_upsampled(heatmaps, image_size), 0)
+    height, width = maps.shape[1:3]
+    ys, xs = np.divmod(np.arange(height * width), width)
+    shares = []
+    for heat, image_boxes in zip(maps, boxes):
+        total = heat.sum()
+        inside = _near_boxes(ys, xs, image_boxes, 0).reshape(height, width) if len(image_boxes) else np.zeros_like(heat, bool)
+        shares.append(heat[inside].sum() / total if total > 0 else np.nan)
+    return np.array(shares, np.float64)

