@@ -40,8 +40,8 @@ from cnnvis.checkpoints import (dataset_record, describe_checkpoint, epoch_recor
                                 read_state, same_data, set_aside, start_state)
 from cnnvis.colab import (colab_secret, content_dir, drive_mountpoint, flush_drive, in_colab,  # noqa: E402,F401
                           local_fallback, mount_drive)
-from cnnvis.data import (check_image_folders, fetch_kaggle_dogs_vs_cats, find_dataset,  # noqa: E402,F401
-                         load_image_folders, sample_photos, validation_images)
+from cnnvis.data import (check_image_folders, class_boxes, fetch_kaggle_dogs_vs_cats, find_dataset,  # noqa: E402,F401
+                         load_image_folders, photo_boxes, sample_photos, validation_images)
 from cnnvis.dogs_vs_cats import (IMAGE_SUFFIXES, download_dir, get_dogs_vs_cats, prepare_dogs_vs_cats,  # noqa: E402,F401
                                  real_data_counts, real_data_dir)
 from cnnvis.files import build_then_rename  # noqa: E402,F401
@@ -638,10 +638,24 @@ def first_layer_kernels(model, layer_name: str | None = None) -> np.ndarray:
     return (np.divide(kernels - low, span, out=np.full_like(kernels, 0.5), where=span > 0) * 255).astype(np.uint8)
 
 
+def pattern_vs_shuffled(model, layer_name: str, filters, patterns, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Each filter's mean activation on its pattern, and on the same pixels shuffled: equal contrast
+    and colours, no structure. patterns: uint8 (n, size, size, 3), one per filter. Returns two
+    float32 (n,); a pattern that shows what the filter wants beats its own shuffled pixels."""
+    batch = np.asarray(patterns, np.float32)
+    rng = np.random.default_rng(seed)
+    shuffled = np.stack([rng.permutation(p.reshape(-1, 3)).reshape(p.shape) for p in batch])
+    cut = truncated_model(model, layer_name, batch.shape[1])
+    means = [np.asarray(cut(x, training=False)).mean(axis=(1, 2)) for x in (batch, shuffled)]
+    index = np.arange(len(batch)), np.atleast_1d(filters)
+    return means[0][index].astype(np.float32), means[1][index].astype(np.float32)
+
+
 def plot_patterns(patterns, title: str = "", per_row: int = 8, margin: int = 5, save_as: str | None = None):
     """Show pattern_grid(patterns) as one figure (saved through save_figure with `save_as`)."""
     grid = pattern_grid(patterns, per_row, margin)
-    fig, ax = plt.subplots(figsize=(min(12, 1.3 * min(per_row, len(patterns))),) * 2)
+    width = min(12, 1.3 * min(per_row, len(patterns)))
+    fig, ax = plt.subplots(figsize=(width, width * grid.shape[0] / grid.shape[1] + 0.4))  # the grid's aspect, and the title
     ax.imshow(grid, interpolation="nearest")
     ax.set_title(title)
     ax.axis("off")
@@ -985,15 +999,27 @@ def two_object_composite(a, b, a_left: bool = True, size: int = 224):
     return np.concatenate(halves, axis=1), ([left, right] if a_left else [right, left])
 
 
+def grey_map(heatmap) -> np.ndarray:
+    """A pixel-resolution map (H, W) shown alone, as Adebayo et al. show them: its absolute value
+    over its 99th percentile, clipped, as uint8 grey (H, W, 3) -- the few largest gradients would
+    otherwise leave every other pixel black."""
+    heat = np.abs(np.asarray(heatmap, np.float32))
+    top = np.percentile(heat, 99)
+    grey = np.clip(heat / top, 0, 1) if top > 0 else np.zeros_like(heat)
+    return np.repeat((grey * 255).astype(np.uint8)[..., None], 3, axis=-1)
+
+
 def plot_cams(images, maps_by_method: dict, titles=None, boxes=None, alpha: float = 0.45, cmap: str = "jet"):
-    """A grid: one row per image, the image then one overlay per method; boxes (per image, list
+    """A grid: one row per image, the image then one panel per method -- a class-activation map as an
+    overlay, a pixel-gradient map (PIXEL_METHODS) alone in grey (grey_map); boxes (per image, list
     of (x0, y0, x1, y1)) are drawn on every panel. Returns the figure."""
     images = np.asarray(images)
     methods = list(maps_by_method)
     fig, axes = plt.subplots(len(images), 1 + len(methods), figsize=(2.2 * (1 + len(methods)), 2.3 * len(images)),
                              squeeze=False)
     for row, image in enumerate(images):
-        panels = [image.astype(np.uint8)] + [overlay_heatmap(image, maps_by_method[m][row], alpha, cmap) for m in methods]
+        panels = [image.astype(np.uint8)] + [grey_map(maps_by_method[m][row]) if m in PIXEL_METHODS
+                                             else overlay_heatmap(image, maps_by_method[m][row], alpha, cmap) for m in methods]
         for col, (ax, panel) in enumerate(zip(axes[row], panels)):
             ax.imshow(panel)
             ax.axis("off")
@@ -1003,6 +1029,32 @@ def plot_cams(images, maps_by_method: dict, titles=None, boxes=None, alpha: floa
                 ax.add_patch(plt.Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, lw=1, color="white"))
         if titles is not None:
             axes[row][0].set_title(titles[row], fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def plot_randomisation_maps(image, originals: dict, stages_by_method: dict, columns=None, index: int = 0):
+    """Adebayo et al.'s Figure 2: one row per method, its map of image `index` on the trained model
+    and after each chosen cascading stage (`columns`: stage positions, default every stage), as
+    absolute values in grey (grey_map; class-activation maps upsampled to the image). originals:
+    {method: signed maps (N, h, w)}; stages_by_method: cascading_randomisation's result for a list
+    of methods. Returns the figure."""
+    stages = next(iter(stages_by_method.values()))
+    columns = list(range(len(stages))) if columns is None else list(columns)
+    size = np.asarray(image).shape[:2]
+    fig, axes = plt.subplots(len(originals), 2 + len(columns), figsize=(1.3 * (2 + len(columns)), 1.4 * len(originals)),
+                             squeeze=False)
+    for row, (method, original) in enumerate(originals.items()):
+        maps = [original[index]] + [stages_by_method[method][c]["maps"][index] for c in columns]
+        panels = [np.asarray(image).astype(np.uint8)] + [grey_map(resize_maps(np.abs(m), size)) for m in maps]
+        for col, (ax, panel) in enumerate(zip(axes[row], panels)):
+            ax.imshow(panel)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if row == 0:
+                ax.set_title(["image", "trained"][col] if col < 2 else stages[columns[col - 2]]["layer"], fontsize=7,
+                             rotation=45 if col >= 2 else 0)
+        axes[row][0].set_ylabel(method, fontsize=8)
     fig.tight_layout()
     return fig
 
@@ -1132,13 +1184,14 @@ def cam_explorer(model, images: dict, class_names, names=None, boxes: dict | Non
     """An ipywidgets panel for class-activation maps: image, class, layer and method. Returns the
     widget tree (VBox) with attributes image_dropdown, class_dropdown, layer_dropdown,
     method_dropdown, overlay_image, status. images: {label: raw RGB (H, W, 3) at the model's
-    size}; boxes: optional {label: [(x0, y0, x1, y1), ...]} drawn on the overlay."""
+    size}; class_names: every class's name in order, or {class index: name} for a few of many
+    (ImageNet's 1000); boxes: optional {label: [(x0, y0, x1, y1), ...]} drawn on the overlay."""
     names = list(names) if names is not None else layer_names(model, kind="spatial")[-4:]
     if not images:
         raise ValueError("cam_explorer needs at least one image: {label: array (H, W, 3)}.")
     image_dropdown = widgets.Dropdown(options=list(images), description="image")
-    class_dropdown = widgets.Dropdown(options=[("predicted", -1)] + [(n, i) for i, n in enumerate(class_names)],
-                                      description="class")
+    pairs = class_names.items() if isinstance(class_names, dict) else enumerate(class_names)
+    class_dropdown = widgets.Dropdown(options=[("predicted", -1)] + [(n, i) for i, n in pairs], description="class")
     layer_dropdown = widgets.Dropdown(options=names, value=names[-1], description="layer")
     method_dropdown = widgets.Dropdown(options=list(CAM_METHODS), description="method")
     overlay_image, status = widgets.Image(format="png"), widgets.HTML()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import keras
@@ -96,6 +97,25 @@ def sample_photos() -> list[dict]:
          "source": "scikit-image skimage.data.coffee() (cup of coffee, CC0)", "label": None},
     ]
     return [p for p in photos if p["path"].is_file()]
+
+
+def photo_boxes() -> dict[str, list[dict]]:
+    """Hand-drawn part boxes of the shipped photos (cnnvis/photo_boxes.json), per photo name:
+    [{"part", "classes": ImageNet classes the part belongs to ([] for a face), "box": (x0, y0, x1, y1)}],
+    in pixels of the photo resized to 224 x 224."""
+    entries = json.loads((Path(__file__).with_name("photo_boxes.json")).read_text())["boxes"]
+    boxes: dict[str, list[dict]] = {}
+    for entry in entries:
+        boxes.setdefault(entry["photo"], []).append({"part": entry["part"], "classes": entry["classes"],
+                                                     "box": tuple(entry["box"])})
+    return boxes
+
+
+def class_boxes(photos, classes) -> list[list[tuple]]:
+    """Per photo name, the boxes of the parts that belong to the class explained for it: the
+    pointing game's targets (an empty list when no part of the photo belongs to the class)."""
+    boxes = photo_boxes()
+    return [[b["box"] for b in boxes.get(name, []) if int(cls) in b["classes"]] for name, cls in zip(photos, classes)]
 
 
 def fetch_kaggle_dogs_vs_cats(dest) -> Path:

@@ -12,9 +12,11 @@ from cnnvis.metrics import class_probabilities
 
 def _initialiser(layer, variable):
     """The initialiser a layer made `variable` with: its `<name>_initializer` attribute
-    (kernel_initializer, moving_variance_initializer, ...; depthwise_kernel -> depthwise_initializer)."""
+    (kernel_initializer, moving_variance_initializer, ...; a DepthwiseConv2D's kernel, named kernel or
+    depthwise_kernel by Keras' versions -> depthwise_initializer)."""
     name = variable.name.split("/")[-1]
-    for attribute in (f"{name}_initializer", f"{name.removesuffix('_kernel')}_initializer"):
+    depthwise = isinstance(layer, keras.layers.DepthwiseConv2D) and name in ("kernel", "depthwise_kernel")
+    for attribute in ("depthwise_initializer",) if depthwise else (f"{name}_initializer",):
         if getattr(layer, attribute, None) is not None:
             return keras.initializers.get(getattr(layer, attribute))
     raise ValueError(f"Layer {layer.name!r} has no initialiser for its weight {name!r}, so it cannot be "

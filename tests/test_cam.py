@@ -779,3 +779,56 @@ def test_cascading_randomisation_by_block_shares_one_copy_between_methods(softma
     assert set(results) == {"Gradient", "Guided Backprop"} and [s["layer"] for s in results["Gradient"]] == ["out", "c2", "c1"]
     assert results["Gradient"][0]["maps"].shape == (3, 8, 8)
     assert all(-1 <= s["absolute"] <= 1 for stages in results.values() for s in stages)
+
+
+def test_a_depthwise_convolution_is_re_initialised_from_its_own_initialiser():
+    """EfficientNet's DepthwiseConv2D names its weight "kernel" but keeps depthwise_initializer."""
+    layer = layers.DepthwiseConv2D(3, depthwise_initializer=keras.initializers.Constant(0.5), use_bias=False)
+    layer.build((None, 8, 8, 4))
+    layer.set_weights([np.full((3, 3, 4, 1), 9.0, np.float32)])
+    helpers.reinitialise(layer, np.random.default_rng(0))
+    np.testing.assert_array_equal(layer.get_weights()[0], 0.5)
+
+
+# ---- the trained network's study: composites, mass, photo boxes, figures --------------
+
+def test_two_object_composite_puts_each_photo_in_its_half_and_returns_its_box():
+    red, blue = np.zeros((40, 30, 3)), np.zeros((50, 50, 3))
+    red[..., 0], blue[..., 2] = 255, 255
+    image, (box_red, box_blue) = helpers.two_object_composite(red, blue, a_left=False, size=32)
+    assert image.shape == (32, 32, 3) and image.dtype == np.float32
+    assert box_red == (16, 0, 31, 31) and box_blue == (0, 0, 15, 31)
+    assert (image[:, 16:, 0] == 255).all() and (image[:, :16, 2] == 255).all()
+
+
+def test_mass_inside_counts_the_maps_share_in_the_boxes_and_an_empty_map_is_nan():
+    heat = np.zeros((3, 8, 8), np.float32)
+    heat[0, :, :4] = 1  # all on the left half
+    heat[1] = 1  # uniform
+    shares = helpers.mass_inside(heat, [[(0, 0, 3, 7)], [(0, 0, 3, 7)], [(0, 0, 3, 7)]], 8)
+    assert shares[0] == pytest.approx(1.0) and shares[1] == pytest.approx(0.5) and np.isnan(shares[2])
+
+
+def test_photo_boxes_cover_the_shipped_photos_and_class_boxes_picks_the_class():
+    boxes = helpers.photo_boxes()
+    assert set(boxes) == {p["name"] for p in helpers.sample_photos()}
+    assert all(0 <= x0 < x1 <= 224 and 0 <= y0 < y1 <= 224 for parts in boxes.values() for x0, y0, x1, y1 in
+               (b["box"] for b in parts))
+    targets = helpers.class_boxes(["coffee", "chelsea", "grace_hopper"], [967, 967, 652])
+    assert targets[0] == [(86, 0, 206, 150)] and targets[1] == [] and len(targets[2]) == 2
+
+
+def test_grey_map_scales_by_the_99th_percentile():
+    heat = np.linspace(-1, 1, 10000, dtype=np.float32).reshape(100, 100)
+    grey = helpers.grey_map(heat)
+    assert grey.shape == (100, 100, 3) and grey.dtype == np.uint8 and grey.max() == 255
+    assert (grey[..., 0] == 255).mean() == pytest.approx(0.01, abs=0.002)  # the top 1 % of |heat|, of both signs
+    assert helpers.grey_map(np.zeros((4, 4))).max() == 0
+
+
+def test_plot_randomisation_maps_has_a_row_per_method_and_a_column_per_stage(softmax_net):
+    stages = helpers.cascading_randomisation(softmax_net, IMAGES[:1], ["Grad-CAM", "Gradient"], "last", class_index=1)
+    originals = {m: helpers.explain(softmax_net, IMAGES[:1], m, "last", class_index=1, relu=False) for m in stages}
+    fig = helpers.plot_randomisation_maps(IMAGES[0], originals, stages, columns=[0, 2])
+    assert len(fig.axes) == 2 * 4 and fig.axes[3].get_title() == "conv"
+    plt.close(fig)

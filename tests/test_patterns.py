@@ -199,3 +199,19 @@ def test_frame_contrast_finds_a_dark_frame():
     framed[0, :4], framed[0, -4:], framed[0, :, :4], framed[0, :, -4:] = 0, 0, 0, 0
     contrast = helpers.frame_contrast(framed, band=4)
     assert contrast[0] == pytest.approx(-200) and contrast[1] == 0
+
+
+def test_a_pattern_beats_its_own_shuffled_pixels_and_noise_does_not():
+    """A filter that detects vertical stripes: its stripes score high, the same pixels shuffled do not."""
+    inputs = keras.Input((16, 16, 3))
+    conv = keras.layers.Conv2D(1, (1, 3), name="stripes")
+    model = keras.Model(inputs, keras.layers.ReLU(name="relu")(conv(inputs)))
+    conv.set_weights([np.array([-1.0, 2.0, -1.0], np.float32).reshape(1, 3, 1, 1).repeat(3, axis=2) / 255,
+                      np.zeros(1, np.float32)])
+    stripes = np.zeros((16, 16, 3), np.uint8)
+    stripes[:, ::2] = 255
+    on, off = helpers.pattern_vs_shuffled(model, "relu", [0], stripes[None])
+    assert on.shape == (1,) and on[0] > 2 * off[0] > 0
+    noise = np.random.default_rng(0).integers(0, 256, (1, 16, 16, 3), dtype=np.uint8)
+    on, off = helpers.pattern_vs_shuffled(model, "relu", [0], noise)
+    assert abs(on[0] - off[0]) < 0.5 * on[0]
