@@ -4,7 +4,8 @@
 2. mini-VGG and training  -- seed 000's network, training with checkpoints, predictions (notebook 01)
 3. activations, tiling    -- all layers in one pass, the seeds' two tilings, sparsity (notebook 02)
 4. filter patterns        -- seed 001's gradient ascent, batched and compiled once (notebook 03)
-5. Grad-CAM and variants  -- Grad-CAM, Grad-CAM++, Score-CAM, occlusion, overlays, sanity checks (notebook 04)
+5. Grad-CAM and variants  -- Grad-CAM, Grad-CAM++, Score-CAM, occlusion; the gradient, SmoothGrad, Guided
+                             Backprop; overlays, two-object images, sanity checks (notebook 04)
 6. explorers              -- ipywidgets panels over the functions above
 
 The machinery a learner need not read -- Colab, Drive and Kaggle, data preparation, the toy pets,

@@ -1,4 +1,5 @@
-"""Filter patterns: 64 filters x 40 steps at 64 px on a ResNet50 layer, three ways, one run.
+"""Filter patterns: 64 filters x 40 steps at 64 px on a ResNet50 layer (random weights) and on an
+EfficientNet-Lite0 layer (trained, offline), three ways, one run.
 
 1. ours: helpers.filter_patterns -- all 64 filters in one batch, one compiled tf.function.
 2. the seeds' pattern in Keras 3: one filter at a time, eager GradientTape step by step.
@@ -9,7 +10,7 @@
    (compiled function cached), which splits its first-call time into tracing and running.
 Also the peak resident memory of ours at 128 px on a 1024-channel layer (64 filters), chunked by
 the memory budget, read from the process's max RSS in a fresh subprocess.
-Usage: python bench/bench_filter_patterns.py [--layer conv3_block4_out] [--filters 64]
+Usage: python bench/bench_filter_patterns.py [--layer conv3_block4_out] [--lite-layer block4c_add] [--filters 64]
 """
 import argparse
 import subprocess
@@ -97,6 +98,7 @@ def timed(fn):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--layer", default="conv3_block4_out")
+    parser.add_argument("--lite-layer", default="block4c_add")
     parser.add_argument("--filters", type=int, default=64)
     parser.add_argument("--steps", type=int, default=40)
     parser.add_argument("--skip-memory", action="store_true")
@@ -106,7 +108,9 @@ def main():
 
     print("device:", "GPU" if tf.config.list_physical_devices("GPU") else "CPU")
     if not args.memory_only:
-        time_ascent(args)
+        time_ascent(helpers.load_pretrained("resnet50", include_top=False, weights=None), "ResNet50", args.layer, args)
+        time_ascent(helpers.load_pretrained("efficientnet_lite0", include_top=False), "EfficientNet-Lite0",
+                    args.lite_layer, args)
     if not args.skip_memory:
         root = str(Path(__file__).resolve().parents[1])
         print("peak resident memory, 64 filters at 128 px on conv4_block6_out (1024 channels), 5 steps:")
@@ -118,18 +122,17 @@ def main():
             print(f"  {label:>16}: peak {peak} MB (after loading the model: {base} MB)")
 
 
-def time_ascent(args):
-    resnet = helpers.load_pretrained("resnet50", include_top=False, weights=None)
+def time_ascent(model, label, layer, args):
     filters, size = list(range(args.filters)), 64
-    ours_time, _ = timed(lambda: helpers.filter_patterns(resnet, args.layer, filters, size=size, steps=args.steps,
+    ours_time, _ = timed(lambda: helpers.filter_patterns(model, layer, filters, size=size, steps=args.steps,
                                                          progress=False))
-    warm_time, _ = timed(lambda: helpers.filter_patterns(resnet, args.layer, filters, size=size, steps=args.steps,
+    warm_time, _ = timed(lambda: helpers.filter_patterns(model, layer, filters, size=size, steps=args.steps,
                                                          progress=False))
-    cut = helpers.truncated_model(resnet, args.layer, size)
+    cut = helpers.truncated_model(model, layer, size)
     floor_time = floor(cut, len(filters), size, args.steps)
     eager_time, _ = timed(lambda: eager_one_by_one(cut, filters, size, args.steps))
     compiled_time, _ = timed(lambda: compiled_per_filter(cut, filters, size, args.steps))
-    print(f"{args.filters} filters x {args.steps} steps at {size} px on ResNet50 {args.layer} (first call, tracing included):")
+    print(f"{args.filters} filters x {args.steps} steps at {size} px on {label} {layer} (first call, tracing included):")
     print(f"  ours (batched, compiled once) {ours_time:7.1f} s")
     print(f"  eager, one filter at a time   {eager_time:7.1f} s   ratio {eager_time / ours_time:6.1f}x")
     print(f"  compiled per filter           {compiled_time:7.1f} s   ratio {compiled_time / ours_time:6.1f}x")

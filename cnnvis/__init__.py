@@ -14,7 +14,10 @@ files        build a folder in a temporary place, then rename it into place
 checkpoints  training records beside each checkpoint; resuming only on the same data
 images       image arrays: loading, batches, resizing and scaling maps, blurring
 keras3       making any Keras 3 model work: pretrained models, nested layers, cut models, caching
+torch_file   a legacy torch.save file of tensors read with numpy, no code run
+efficientnet_lite  EfficientNet-Lite0 trained on ImageNet: the architecture and the conversion
 gradients    class scores and their gradients, compiled once per model and layer
+guided       Guided Backpropagation's copy of a model: guided ReLU and ReLU6
 lucid        Lucid's Fourier parameterisation and transformation robustness
 metrics      pointing game, deletion/insertion, rank correlation, frame contrast
 widgets      plumbing shared by the ipywidgets explorers

@@ -145,7 +145,8 @@ def test_notebook_02_channel_slider_changes_the_image(jupyter_lab):
             page.wait_for_selector(".jp-Notebook", timeout=120_000)
             page.get_by_text("Python 3 (ipykernel) | Idle").wait_for(timeout=120_000)
             assert _run_all_cells(page), f"Run All never started the kernel\n{_diagnosis(page, tmp_path)}"
-            slider = page.locator(".widget-slider", has_text="channel")
+            # the mini-VGG's explorer, the first of the notebook's two (EfficientNet-Lite0's renders later)
+            slider = page.locator(".widget-slider", has_text="channel").first
             error = page.locator(".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.error']")
             # the notebook first trains the mini-VGG in its fresh home: 20-40 s an epoch on a busy 2-core machine
             seen = _first_visible(page, {"slider": slider, "error": error}, 900)
