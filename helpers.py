@@ -38,7 +38,7 @@ tf = import_tensorflow()  # once, before Keras, with TensorFlow's start-up lines
 import keras  # noqa: E402
 
 from cnnvis.checkpoints import (dataset_record, describe_checkpoint, epoch_recorder, history_from_state,  # noqa: E402,F401
-                                read_state, same_data, set_aside, start_state)
+                                last_path, read_state, restore_last, same_data, set_aside, start_state, unfinished)
 from cnnvis.colab import (colab_secret, content_dir, drive_mountpoint, flush_drive, in_colab,  # noqa: E402,F401
                           local_fallback, mount_drive)
 from cnnvis.data import (check_image_folders, class_boxes, fetch_kaggle_dogs_vs_cats, find_dataset,  # noqa: E402,F401
@@ -212,21 +212,23 @@ def train(model, train_ds, val_ds, epochs: int, checkpoint=None, resume: bool = 
     Defaults follow seed 003: RMSprop(1e-4) and binary cross-entropy, accuracy as metric.
     `augment` is a Keras layer/model applied to training batches only (see augmentation_layers).
     With `checkpoint` (a path ending in .keras) the best model by validation accuracy is saved
-    there and a small JSON state beside it records epochs done, the history and the data
-    (`data_root`'s folder name and image counts, see cnnvis.checkpoints); with resume=True a
-    later call on the same data loads that checkpoint and continues from the next epoch (or,
-    when all `epochs` are done, returns the stored history without training). A checkpoint of
-    other data is never resumed: it is renamed to name__<its data>.keras and training starts
-    afresh, with one line saying so. A model computing in mixed_float16 gets its optimizer
-    wrapped in a LossScaleOptimizer, so small float16 gradients do not vanish.
+    there, and after every epoch the last one, with its optimizer state and the training record
+    inside, as name.last.keras; name.json beside them records epochs done and planned, the history
+    and the data (`data_root`'s folder name and image counts, see cnnvis.checkpoints). With
+    resume=True a later call on the same data -- after a disconnect, say -- continues from the
+    last epoch with its optimizer (or, when all `epochs` are done, returns the stored history
+    without training). A checkpoint of other data is never resumed: it is renamed to
+    name__<its data>.keras and training starts afresh, with one line saying so. A model computing
+    in mixed_float16 gets its optimizer wrapped in a LossScaleOptimizer, so small float16
+    gradients do not vanish.
     """
     if epochs < 1:
         raise ValueError(f"epochs must be at least 1, got {epochs}.")
-    state = start_state(checkpoint, data_root, resume)
-    if state["epochs_done"]:  # resuming: the saved weights, and maybe nothing left to do
+    state = start_state(checkpoint, data_root, resume, epochs)
+    if state["epochs_done"] >= epochs:  # nothing left to do: the best epoch's weights
         model.set_weights(keras.models.load_model(checkpoint).get_weights())
-        if state["epochs_done"] >= epochs:
-            return history_from_state(state)
+        return history_from_state(state)
+    state["epochs_planned"], state["augmented"] = epochs, augment is not None
     if augment is not None:
         train_ds = train_ds.map(lambda x, y: (augment(x, training=True), y), num_parallel_calls=tf.data.AUTOTUNE)
     mixed = any(getattr(layer.dtype_policy, "name", "") == "mixed_float16" for layer in model.layers)
@@ -235,13 +237,16 @@ def train(model, train_ds, val_ds, epochs: int, checkpoint=None, resume: bool = 
         if mixed and not isinstance(optimizer, keras.optimizers.LossScaleOptimizer):
             optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
         model.compile(optimizer=optimizer, loss=loss, metrics=["accuracy"])
+    start = state["epochs_done"]
+    if start:
+        restore_last(model, checkpoint)
+        print(f"Continuing {Path(checkpoint).name} at epoch {start + 1} of {epochs}, with its optimizer's state.")
     callbacks = []
     if checkpoint is not None:
         best = max(state["history"].get("val_accuracy", [float("-inf")]))
         saver = keras.callbacks.ModelCheckpoint(checkpoint, monitor="val_accuracy", save_best_only=True,
                                                 initial_value_threshold=best if best > float("-inf") else None)
-        callbacks = [saver, keras.callbacks.LambdaCallback(on_epoch_end=epoch_recorder(state, checkpoint))]
-    start = state["epochs_done"]
+        callbacks = [saver, keras.callbacks.LambdaCallback(on_epoch_end=epoch_recorder(state, checkpoint, model))]
     fitted = model.fit(train_ds, validation_data=val_ds, epochs=epochs, initial_epoch=start,
                        callbacks=callbacks, verbose=verbose, shuffle=False)  # the dataset reshuffles itself
     if checkpoint is None:
@@ -266,18 +271,30 @@ def trained_mini_vgg(paths=None, epochs: int | None = None, dataset: str = "auto
     (12 epochs, 10 in quick mode; progress shown). head="gap": the global-average-pooling variant
     (build_mini_vgg), in its own checkpoint, trained with Adam(1e-3). `seed` seeds the weights and
     the batch order (default: training_seed(), i.e. CNNVIS_SEED or 0); a seed other than 0 has its
-    own checkpoint (checkpoint_path). Prints one line: which checkpoint, trained on what, for how
-    many epochs."""
+    own checkpoint (checkpoint_path). A training that stopped before its planned epochs (a
+    disconnect) is finished first, from where it stopped; one trained with augmentation (notebook
+    01's seed recipe) is not, and a RuntimeError says to rerun notebook 01. Prints one line: which
+    checkpoint, trained on what, for how many epochs."""
     paths = paths or project_paths()
     seed = training_seed() if seed is None else seed
     root, _ = find_dataset(paths, kind=dataset)
     checkpoint = checkpoint_path("mini_vgg" if head == "flatten" else f"mini_vgg_{head}", paths, dataset=root, seed=seed)
     train_ds, val_ds, classes = load_image_folders(root, seed=seed)
     state = read_state(checkpoint) if checkpoint.exists() else None
-    if state is None or not same_data(state, dataset_record(root)):
+    which = "mini-VGG" if head == "flatten" else f"mini-VGG with the {head} head"
+    ours = state is not None and same_data(state, dataset_record(root))
+    if ours and unfinished(state) and state.get("augmented"):
+        raise RuntimeError(f"The {which} on {root.name} stopped at epoch {state['epochs_done']} of "
+                           f"{state['epochs_planned']} (a disconnect?) and was trained with augmentation: run notebook "
+                           "01's training cell again (it continues from there), then this cell.")
+    if ours and unfinished(state):
+        n = state["epochs_planned"]
+        print(f"The {which} on {root.name} stopped at epoch {state['epochs_done']} of {n} (a disconnect?): "
+              f"finishing it now, from epoch {state['epochs_done'] + 1}.")
+    elif not ours:
         n = epochs or quick_or_full(10, 12)
-        which = "mini-VGG" if head == "flatten" else f"mini-VGG with the {head} head"
         print(f"No {which} trained on {root.name} yet (notebook 01 trains one): training it now, {n} epochs.")
+    if not ours or unfinished(state):
         # measured: at RMSprop(1e-4) the GAP head stays at 0.50 for 10 epochs; Adam(1e-3) trains it
         optimizer = keras.optimizers.Adam(1e-3) if head == "gap" else None
         train(build_mini_vgg(head=head, seed=seed), train_ds, val_ds, epochs=n, checkpoint=checkpoint, data_root=root,

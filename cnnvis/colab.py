@@ -78,6 +78,7 @@ def flush_drive() -> str:
         return "Nothing to flush: this run does not write to Google Drive."
     from google.colab import drive  # noqa: PLC0415
 
+    print("Flushing Google Drive: uploading what this notebook wrote (a minute or more after training) ...", flush=True)
     drive.flush_and_unmount()
     _MOUNT.clear()
     return "Google Drive flushed and unmounted: the next notebook will find everything this one saved."
@@ -85,8 +86,9 @@ def flush_drive() -> str:
 
 def colab_secret(name: str) -> tuple[str | None, str | None]:
     """(value, problem) for the Colab secret `name`: (value, None) when it can be read, (None, None)
-    when it does not exist or outside Colab, (None, one-line explanation) when it exists but this
-    notebook has no access to it, or it could not be read."""
+    when it does not exist or outside Colab, (None, one-line explanation saying what to do) when
+    it exists but this notebook has no access to it: Colab shows a pop-up asking the user to grant
+    access, and raises when it is refused or not answered in time."""
     if not in_colab():
         return None, None
     from google.colab import userdata  # noqa: PLC0415
@@ -94,9 +96,11 @@ def colab_secret(name: str) -> tuple[str | None, str | None]:
     try:
         return userdata.get(name), None
     except userdata.NotebookAccessError:
-        return None, (f"the Colab secret {name} exists but is not shared with this notebook: open the key icon in "
-                      "the left bar and switch on 'Notebook access' for it")
+        return None, (f"the Colab secret {name} exists but is not shared with this notebook: grant access in the "
+                      "pop-up Colab shows (or switch on 'Notebook access' for it under the key icon in the left "
+                      "bar), then run this cell again")
     except userdata.SecretNotFoundError:
         return None, None
-    except Exception as exc:  # e.g. userdata.TimeoutException
-        return None, f"the Colab secret {name} could not be read ({type(exc).__name__})"
+    except Exception as exc:  # userdata.TimeoutException: the pop-up was not answered within Colab's 10 s
+        return None, (f"reading the Colab secret {name} gave up ({type(exc).__name__}; Colab waits about 10 s for "
+                      "its access pop-up): grant access in the pop-up, then run this cell again")

@@ -10,11 +10,11 @@ import matplotlib
 import numpy as np
 import skimage.data
 
-from cnnvis.dogs_vs_cats import IMAGE_SUFFIXES, real_data_counts, real_data_dir
+from cnnvis.dogs_vs_cats import IMAGE_SUFFIXES, from_archive, real_data_counts, real_data_dir
 from cnnvis.images import load_image
 from cnnvis.kaggle import download_competition
 from cnnvis.mode import quick_or_full
-from cnnvis.paths import project_paths
+from cnnvis.paths import machine_data_dir, project_paths
 from cnnvis.runtime import import_tensorflow
 from cnnvis.toy_pets import make_toy_pets
 
@@ -128,17 +128,22 @@ def find_dataset(paths=None, image_size: int = 160, kind: str = "auto") -> tuple
 
     kind="auto": the real dogs-vs-cats photos when notebook 00 prepared them (real_data_dir),
     otherwise toy pets; kind="toy": toy pets in any case (they have part boxes). Toy pets are
-    generated on the spot when missing (150 + 50 per class in quick mode, else 600 + 150).
+    generated on the spot when missing (150 + 50 per class in quick mode, else 600 + 150). Both
+    live in machine_data_dir(paths.data): in Colab the machine's own disk, where the real set is
+    unpacked from its archive on Drive and toy pets, being deterministic, are drawn again.
     """
     if kind not in ("auto", "toy"):
         raise ValueError(f"kind must be 'auto' (real data when prepared, else toy pets) or 'toy', got {kind!r}.")
     paths = paths or project_paths()
-    real = real_data_dir(paths.data)
+    local = machine_data_dir(paths.data)
+    real = real_data_dir(local)
+    if kind == "auto" and not (real / "train").is_dir():
+        from_archive(paths.data)  # a fresh Colab machine: the set is on Drive as one archive
     if kind == "auto" and (real / "train").is_dir() and (real / "validation").is_dir():
         n_train, n_val = real_data_counts()
         return real, f"real dogs-vs-cats photos ({real.name}: {n_train} train + {n_val} validation images per class)"
     n_train, n_val = quick_or_full((150, 50), (600, 150))
-    root = make_toy_pets(paths.data / f"toy_pets_{n_train}_{n_val}_{image_size}px",
+    root = make_toy_pets(local / f"toy_pets_{n_train}_{n_val}_{image_size}px",
                          n_train=n_train, n_val=n_val, size=image_size)
     return root, (f"toy pets ({n_train} train + {n_val} validation images per class, generated offline; "
                   "notebook 00 prepares the real photos)")

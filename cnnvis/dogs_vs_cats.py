@@ -5,15 +5,19 @@ from __future__ import annotations
 import io
 import json
 import random
+import shutil
 import zipfile
 from pathlib import Path
 
 from PIL import Image
 
+from cnnvis.archives import pack, read_member, unpack
 from cnnvis.colab import content_dir, in_colab
 from cnnvis.files import build_then_rename
 from cnnvis.kaggle import download_competition
 from cnnvis.mode import quick_mode, quick_or_full
+from cnnvis.paths import machine_data_dir
+from cnnvis.pet_images import download_pet_images
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
 
@@ -154,8 +158,12 @@ def prepared_report(dest, n_train: int, n_val: int, seed: int = 0) -> dict | Non
     if not path.is_file():
         return None
     report = json.loads(path.read_text())
+    return report if _same_settings(report, n_train, n_val, seed) else None
+
+
+def _same_settings(report: dict, n_train: int, n_val: int, seed: int) -> bool:
     wanted = {"n_train": n_train, "n_val": n_val, "seed": seed}
-    return report if {k: report.get("settings", {}).get(k) for k in wanted} == wanted else None
+    return {k: report.get("settings", {}).get(k) for k in wanted} == wanted
 
 
 def real_data_dir(data) -> Path:
@@ -175,21 +183,58 @@ def download_dir(data) -> Path:
     return content_dir() / "downloads" if in_colab() else Path(data) / "downloads"
 
 
-def get_dogs_vs_cats(data) -> dict:
-    """Make the real dogs-vs-cats data ready under `data` (see real_data_dir) and return its report.
+def archive_path(data) -> Path:
+    """The prepared real data as one archive in the data folder: <data>/dogs-vs-cats(-quick).zip."""
+    return Path(data) / f"{real_data_dir(data).name}.zip"
 
-    A set already prepared with the same counts is reused without downloading. Otherwise Kaggle's
-    archive is downloaded (download_dir), prepared with real_data_counts(), and, in Colab, the
-    archive is removed afterwards. Raises RuntimeError with one line when the download cannot be
-    done (toy pets are then the fallback).
-    """
+
+def from_archive(data) -> dict | None:
+    """The report of the real data on this machine (machine_data_dir), unpacked from archive_path(data)
+    when it is not there yet; None when neither holds a set prepared with real_data_counts()."""
     n_train, n_val = real_data_counts()
-    dest = real_data_dir(data)
+    dest = real_data_dir(machine_data_dir(data))
     report = prepared_report(dest, n_train, n_val)
     if report is not None:
         return report
-    archive = download_competition(download_dir(data))
-    report = prepare_dogs_vs_cats(archive, dest, n_train=n_train, n_val=n_val)
-    if in_colab():
-        archive.unlink()
+    stored = read_member(archive_path(data), "prepare_report.json")
+    if stored is None or not _same_settings(json.loads(stored), n_train, n_val, 0):
+        return None
+    if dest.is_dir():  # a set of other settings: the archive's is the one asked for
+        shutil.rmtree(dest)
+    unpack(archive_path(data), dest)
+    return prepared_report(dest, n_train, n_val)
+
+
+SOURCES = ("kaggle", "tfds")
+
+
+def get_dogs_vs_cats(data, source: str = "kaggle") -> dict:
+    """Make the real dogs-vs-cats data ready and return its report.
+
+    The set is kept in real_data_dir(machine_data_dir(data)): in Colab with Drive mounted, on the
+    machine's own disk, with one archive of it on Drive (archive_path(data)) that later notebooks,
+    on fresh machines, unpack (from_archive); elsewhere under `data` itself. A set already prepared
+    with the same counts, or archived, is reused without downloading. Otherwise Kaggle's archive
+    is downloaded (download_dir), prepared with real_data_counts(), and, in Colab, removed
+    afterwards. source="tfds": Microsoft's PetImages through tensorflow-datasets instead (no
+    account needed; cnnvis.pet_images), into the same layout, with the same checks and seeded
+    selection. Raises RuntimeError with one line when the download cannot be done (toy pets are
+    then the fallback).
+    """
+    if source not in SOURCES:
+        raise ValueError(f"source must be 'kaggle' (Kaggle's dogs-vs-cats, needs a token) or 'tfds' (Microsoft's "
+                         f"PetImages through tensorflow-datasets, no account), got {source!r}.")
+    n_train, n_val = real_data_counts()
+    local = machine_data_dir(data)
+    report = from_archive(data)
+    if report is None:
+        fetch = download_competition if source == "kaggle" else download_pet_images
+        downloaded = fetch(download_dir(data))
+        report = prepare_dogs_vs_cats(downloaded, real_data_dir(local), n_train=n_train, n_val=n_val)
+        if in_colab() and downloaded.is_dir():
+            shutil.rmtree(downloaded)
+        elif in_colab():
+            downloaded.unlink()
+    if local != Path(data) and read_member(archive_path(data), "prepare_report.json") is None:
+        pack(real_data_dir(local), archive_path(data))
     return report

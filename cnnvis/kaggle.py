@@ -2,13 +2,15 @@
 
 Kaggle's *Generate New Token* gives one API token, read by the CLI from KAGGLE_API_TOKEN; the
 older user-name/key pair (KAGGLE_USERNAME, KAGGLE_KEY, or kaggle.json) is the legacy key. Both are
-accepted, from Colab secrets first, then the environment, then the CLI's own files. Values are
-handed to the CLI's environment only: never printed, never written.
+accepted: from the environment, then the CLI's own files, then Colab secrets, one at a time (each
+unshared secret costs the user a pop-up). Values are handed to the CLI's environment only: never
+printed, never written.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -19,48 +21,82 @@ from cnnvis.colab import colab_secret, in_colab
 
 FALLBACK = "the notebooks use the offline toy pets instead (see data_README.md)."
 COMPETITION = "dogs-vs-cats"
+TOKEN_CLI = (1, 8)  # the first Kaggle CLI that reads API tokens (KAGGLE_API_TOKEN, access_token)
 
 
-def _config_dirs() -> list[Path]:
-    if os.environ.get("KAGGLE_CONFIG_DIR"):
-        return [Path(os.environ["KAGGLE_CONFIG_DIR"])]
-    return [Path.home() / ".kaggle", Path.home() / ".config" / "kaggle"]
+def _credential_files() -> list[Path]:
+    """The credential files the Kaggle CLI reads: kagglesdk's ~/.kaggle/access_token (API token;
+    not ~/.config/kaggle/), then kaggle.json (legacy key) in KAGGLE_CONFIG_DIR or ~/.kaggle or
+    ~/.config/kaggle."""
+    home = Path.home()
+    configs = ([Path(os.environ["KAGGLE_CONFIG_DIR"])] if os.environ.get("KAGGLE_CONFIG_DIR")
+               else [home / ".kaggle", home / ".config" / "kaggle"])
+    return [home / ".kaggle" / "access_token", *(folder / "kaggle.json" for folder in configs)]
+
+
+def _ask_colab(name: str) -> str | None:
+    """A Colab secret's value, None when it does not exist; RuntimeError with one line when the
+    notebook may not read it (the pop-up was refused, or not answered in time)."""
+    value, problem = colab_secret(name)
+    if problem:
+        raise RuntimeError(f"Kaggle download skipped: {problem}; {FALLBACK}")
+    return value
 
 
 def kaggle_credentials() -> tuple[dict, str]:
     """(environment for the Kaggle CLI, where the credentials came from, without their values).
 
-    Order: Colab secret KAGGLE_API_TOKEN; Colab secrets KAGGLE_USERNAME + KAGGLE_KEY; the same
-    names in the environment; ~/.kaggle/access_token; ~/.kaggle/kaggle.json. Raises RuntimeError
-    with one line when there are none, naming a secret that exists but is not shared with the
-    notebook.
+    The first usable one wins, asked for one at a time: KAGGLE_API_TOKEN, then KAGGLE_USERNAME +
+    KAGGLE_KEY in the environment; the CLI's files (_credential_files); then the Colab secrets
+    KAGGLE_API_TOKEN, KAGGLE_USERNAME, KAGGLE_KEY, each asked only when the one before does not
+    exist, so a user sees at most the pop-ups of the credential that is used. Raises
+    RuntimeError with one line when there are none, or when a secret's pop-up was refused or
+    timed out (grant access, then run the cell again).
     """
     env = dict(os.environ)
-    problems = []
-    secrets = {}
-    for name in ("KAGGLE_API_TOKEN", "KAGGLE_USERNAME", "KAGGLE_KEY"):
-        value, problem = colab_secret(name)
-        if value:
-            secrets[name] = value
-        if problem:
-            problems.append(problem)
-    if "KAGGLE_API_TOKEN" in secrets:
-        return {**env, "KAGGLE_API_TOKEN": secrets["KAGGLE_API_TOKEN"]}, "the Colab secret KAGGLE_API_TOKEN"
-    if "KAGGLE_USERNAME" in secrets and "KAGGLE_KEY" in secrets:
-        return ({**env, "KAGGLE_USERNAME": secrets["KAGGLE_USERNAME"], "KAGGLE_KEY": secrets["KAGGLE_KEY"]},
-                "the Colab secrets KAGGLE_USERNAME and KAGGLE_KEY (legacy key)")
     if env.get("KAGGLE_API_TOKEN"):
         return env, "the environment variable KAGGLE_API_TOKEN"
     if env.get("KAGGLE_USERNAME") and env.get("KAGGLE_KEY"):
         return env, "the environment variables KAGGLE_USERNAME and KAGGLE_KEY (legacy key)"
-    for folder in _config_dirs():
-        for file in ("access_token", "kaggle.json"):
-            if (folder / file).is_file():
-                return env, f"the file {folder / file}"
+    for file in _credential_files():
+        if file.is_file():
+            return env, f"the file {file}"
+    if in_colab():
+        token = _ask_colab("KAGGLE_API_TOKEN")
+        if token:
+            return {**env, "KAGGLE_API_TOKEN": token}, "the Colab secret KAGGLE_API_TOKEN"
+        user = _ask_colab("KAGGLE_USERNAME")
+        key = _ask_colab("KAGGLE_KEY") if user else None
+        if user and key:
+            return ({**env, "KAGGLE_USERNAME": user, "KAGGLE_KEY": key},
+                    "the Colab secrets KAGGLE_USERNAME and KAGGLE_KEY (legacy key)")
+        if user:
+            raise RuntimeError(f"Kaggle download skipped: the Colab secret KAGGLE_USERNAME has no KAGGLE_KEY beside "
+                               f"it (add it, or use an API token as the secret KAGGLE_API_TOKEN); {FALLBACK}")
     where = ("add your API token as the Colab secret KAGGLE_API_TOKEN (key icon in the left bar, 'Notebook access' on)"
              if in_colab() else "set KAGGLE_API_TOKEN or put your token in ~/.kaggle/access_token")
-    reason = "; ".join(problems) if problems else f"no Kaggle credentials ({where})"
-    raise RuntimeError(f"Kaggle download skipped: {reason}; {FALLBACK}")
+    raise RuntimeError(f"Kaggle download skipped: no Kaggle credentials ({where}); {FALLBACK}")
+
+
+def cli_version() -> tuple[int, ...] | None:
+    """The installed Kaggle CLI's version, (1, 7, 4, 5) from "Kaggle API 1.7.4.5"; None when it does not say."""
+    try:
+        done = subprocess.run(["kaggle", "--version"], capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    found = re.search(r"(\d+(?:\.\d+)+)", done.stdout) if done.returncode == 0 else None
+    return tuple(int(part) for part in found.group(1).split(".")) if found else None
+
+
+def _check_token_support(env: dict, source: str) -> None:
+    """API tokens need the Kaggle CLI 1.8 or newer; Colab's 2026.01 runtime ships 1.7.4.5."""
+    uses_token = "KAGGLE_API_TOKEN" in source or source.endswith("access_token")
+    version = cli_version() if uses_token else None
+    if version is not None and version < TOKEN_CLI:
+        raise RuntimeError(f"Kaggle download skipped: the Kaggle CLI here is {'.'.join(map(str, version))}, which "
+                           f"cannot use API tokens (they need {'.'.join(map(str, TOKEN_CLI))} or newer): run "
+                           "`!pip install -q --upgrade kaggle` in a cell and run this one again, or use the legacy "
+                           f"key (KAGGLE_USERNAME and KAGGLE_KEY); {FALLBACK}")
 
 
 def _relay(stream, secrets: list[str], tail: list[str]) -> None:
@@ -100,6 +136,7 @@ def download_competition(dest, competition: str = COMPETITION) -> Path:
     if shutil.which("kaggle") is None:
         raise RuntimeError(f"Kaggle download skipped: the Kaggle CLI is not installed (pip install kaggle); {FALLBACK}")
     env, source = kaggle_credentials()
+    _check_token_support(env, source)
     secrets = [env[k] for k in ("KAGGLE_API_TOKEN", "KAGGLE_KEY") if env.get(k)]
     dest.mkdir(parents=True, exist_ok=True)
     print(f"Downloading Kaggle's {competition} into {dest} with credentials from {source}:")
@@ -111,6 +148,7 @@ def download_competition(dest, competition: str = COMPETITION) -> Path:
     if code != 0 or not (target.is_file() and zipfile.is_zipfile(target)):
         reason = tail[-1][:200] if tail else f"exit status {code}, no message"
         hint = " (accept the competition's rules on kaggle.com first)" if "403" in reason or "rules" in reason else ""
-        target.unlink(missing_ok=True)
+        if target.is_file():  # kept: the CLI resumes a partial download
+            hint += f"; the partial {target.name} is kept and the next run resumes it"
         raise RuntimeError(f"Kaggle download failed: {reason}{hint}; {FALLBACK}")
     return target

@@ -12,6 +12,7 @@ import keras
 import numpy as np
 
 from cnnvis import efficientnet_lite
+from cnnvis.colab import in_colab
 from cnnvis.paths import project_paths
 from cnnvis.runtime import import_tensorflow
 
@@ -44,6 +45,42 @@ def _preprocess_layer_class():
     return ImagenetPreprocess
 
 
+def download_failure(exc: BaseException) -> bool:
+    """Whether `exc` says a file could not be downloaded: keras.utils.get_file's "URL fetch failure"
+    (it re-raises urllib's errors as plain Exceptions), a truncated download, or a network error
+    of urllib or the socket. Anything else (a Keras API change, a full disk) is not."""
+    import urllib.error  # noqa: PLC0415
+
+    text = str(exc)
+    return (isinstance(exc, (urllib.error.URLError, ConnectionError, TimeoutError))
+            or text.startswith("URL fetch failure") or text.startswith("Incomplete or corrupted file"))
+
+
+def _imagenet_application(constructor, constructor_name: str, include_top: bool, x):
+    """(model, pretrained): the application with ImageNet weights, downloaded by Keras. Only a failed
+    download falls back to random weights (seeded: the same network on every run), with one banner
+    line that shows the error. In Colab, where the network is expected, the download is tried twice
+    and a second failure is raised. Every other error is raised as it is."""
+    attempts = 2 if in_colab() else 1
+    for attempt in range(1, attempts + 1):
+        try:
+            return constructor(weights="imagenet", include_top=include_top, input_tensor=x), True
+        except Exception as exc:  # noqa: BLE001  (get_file raises plain Exception; sorted out below)
+            if not download_failure(exc):
+                raise
+            error = f"{type(exc).__name__}: {str(exc).splitlines()[0][:300]}"
+            if attempt < attempts:
+                print(f"Downloading ImageNet weights for {constructor_name} failed ({error}); trying once more.")
+    if in_colab():
+        raise RuntimeError(f"ImageNet weights for {constructor_name} could not be downloaded twice ({error}). Colab "
+                           "has internet, so this is Keras' server or the connection: run this cell again in a "
+                           "minute; weights=None gives the untrained network on purpose.")
+    print(f"OFFLINE: ImageNet weights for {constructor_name} could not be downloaded ({error}); using RANDOM "
+          "weights -- the figures show the method, not what a trained network sees.")
+    keras.utils.set_random_seed(0)
+    return constructor(weights=None, include_top=include_top, input_tensor=x), False
+
+
 def load_pretrained(name: str = "resnet50", include_top: bool = True, weights="imagenet", input_shape=None):
     """A keras.applications model that takes raw RGB pixels (0-255): ImageNet preprocessing is its
     first layer, so activations, patterns and Grad-CAM need no manual scaling.
@@ -51,8 +88,9 @@ def load_pretrained(name: str = "resnet50", include_top: bool = True, weights="i
     name: "resnet50", "densenet169" or "efficientnet_lite0". weights: "imagenet" (downloaded once
     to ~/.keras/models; EfficientNet-Lite0's come with an installed package and need no internet),
     a path to a local or Drive .h5/.weights.h5 file, or None for random weights. When ImageNet
-    weights cannot be downloaded (offline), prints one banner line and returns the same
-    architecture with random weights; the model's `pretrained` attribute says which happened.
+    weights cannot be downloaded (offline), prints one banner line with the error and returns the
+    same architecture with random weights; in Colab it retries once and then raises; any other
+    error is raised. The model's `pretrained` attribute says which happened.
     Layer names are Keras 3's (conv2_block1_1_conv; EfficientNetB0's stem_conv, block6d_project_bn,
     top_activation, predictions), the same as without the preprocessing layer.
     """
@@ -72,16 +110,10 @@ def load_pretrained(name: str = "resnet50", include_top: bool = True, weights="i
             raise FileNotFoundError(f"Weights file {local_file} not found; pass weights='imagenet', None, or an "
                                     f"existing .h5 file (e.g. on Drive under {project_paths(create=False).models}).")
     pretrained = weights is not None
-    try:
-        model = constructor(weights="imagenet" if weights == "imagenet" else None, include_top=include_top, input_tensor=x)
-    except Exception as exc:  # offline: urllib/HTTP errors surface with various types
-        if weights != "imagenet":
-            raise
-        print(f"OFFLINE: ImageNet weights for {constructor_name} could not be downloaded ({type(exc).__name__}); "
-              "using RANDOM weights -- the figures show the method, not what a trained network sees.")
-        keras.utils.set_random_seed(0)  # the same random network on every run
+    if weights == "imagenet":
+        model, pretrained = _imagenet_application(constructor, constructor_name, include_top, x)
+    else:
         model = constructor(weights=None, include_top=include_top, input_tensor=x)
-        pretrained = False
     if local_file is not None:
         model.load_weights(local_file, skip_mismatch=False)
     # rebuilt on the single input tensor (the application's input is a one-element list, and Keras

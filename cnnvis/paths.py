@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 from types import SimpleNamespace
 
-from cnnvis.colab import drive_mountpoint, in_colab, local_fallback, mount_drive
+from cnnvis.colab import content_dir, drive_mountpoint, in_colab, local_fallback, mount_drive
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 HOME_ENV = "CNNVIS_HOME"
@@ -52,3 +52,11 @@ def describe_paths(paths) -> str:
         root = str(paths.root)
     return "\n".join(f"{name:>8}: {root}/{getattr(paths, name).relative_to(paths.root).as_posix()}"
                      for name in ("data", "models", "figures"))
+
+
+def machine_data_dir(data) -> Path:
+    """Where the notebooks keep and read image sets: in Colab, when `data` is on Google Drive, the
+    machine's own disk, <content>/cnn-vis-data (lost with the machine: Drive keeps one archive per
+    set, see cnnvis.archives); otherwise `data` itself."""
+    data = Path(data)
+    return content_dir() / "cnn-vis-data" if in_colab() and data.is_relative_to(drive_mountpoint()) else data

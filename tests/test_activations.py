@@ -264,6 +264,58 @@ def test_load_pretrained_offline_falls_back_with_one_banner(capsys):
     assert helpers.get_activations(model, IMAGES[0], ["conv1_conv"])["conv1_conv"].shape == (16, 16, 64)
 
 
+def _flaky_resnet(monkeypatch, failures):
+    """keras.applications.ResNet50 whose ImageNet download raises `failures` in turn, then works
+    (with random weights: nothing is downloaded here); returns the list of calls."""
+    real, calls = keras.applications.ResNet50, []
+
+    def constructor(weights=None, **kwargs):
+        calls.append(weights)
+        if weights == "imagenet" and failures:
+            raise failures.pop(0)
+        return real(weights=None, **kwargs)
+
+    monkeypatch.setattr(keras.applications, "ResNet50", constructor)
+    return calls
+
+
+URL_FAILURE = Exception("URL fetch failure on https://storage.googleapis.com/x.h5: None -- [Errno -3] "
+                        "Temporary failure in name resolution")
+
+
+def test_download_failures_are_told_from_other_errors():
+    import urllib.error
+
+    assert keras3.download_failure(URL_FAILURE) and keras3.download_failure(urllib.error.URLError("timed out"))
+    assert keras3.download_failure(ConnectionResetError(104, "reset")) and keras3.download_failure(TimeoutError())
+    assert keras3.download_failure(ValueError("Incomplete or corrupted file detected. The sha256 file hash ..."))
+    assert not keras3.download_failure(TypeError("unexpected keyword argument 'input_tensor'"))
+    assert not keras3.download_failure(OSError(28, "No space left on device"))
+
+
+def test_only_a_failed_download_falls_back_and_the_banner_shows_the_error(monkeypatch, capsys):
+    _flaky_resnet(monkeypatch, [URL_FAILURE])
+    model = helpers.load_pretrained("resnet50", include_top=False, input_shape=(32, 32, 3))
+    banner = capsys.readouterr().out.strip()
+    assert not model.pretrained and banner.startswith("OFFLINE") and "\n" not in banner
+    assert "URL fetch failure on https://storage.googleapis.com/x.h5" in banner and "name resolution" in banner
+    _flaky_resnet(monkeypatch, [TypeError("ResNet50() got an unexpected keyword argument 'input_tensor'")])
+    with pytest.raises(TypeError, match="unexpected keyword"):  # an API change is not "offline"
+        helpers.load_pretrained("resnet50", include_top=False, input_shape=(32, 32, 3))
+
+
+def test_in_colab_a_failed_download_is_retried_once_then_stops(monkeypatch, capsys):
+    monkeypatch.setattr(keras3, "in_colab", lambda: True)
+    calls = _flaky_resnet(monkeypatch, [URL_FAILURE])
+    model = helpers.load_pretrained("resnet50", include_top=False, input_shape=(32, 32, 3))
+    assert calls == ["imagenet", "imagenet"] and model.pretrained
+    assert "trying once more" in capsys.readouterr().out
+    calls = _flaky_resnet(monkeypatch, [URL_FAILURE, ConnectionResetError(104, "Connection reset by peer")])
+    with pytest.raises(RuntimeError, match=r"could not be downloaded twice \(ConnectionResetError: .*run this cell again"):
+        helpers.load_pretrained("resnet50", include_top=False, input_shape=(32, 32, 3))
+    assert calls == ["imagenet", "imagenet"]  # no random weights in Colab
+
+
 @pytest.mark.parametrize("name, mode", [("resnet50", "caffe"), ("densenet169", "torch")])
 def test_pretrained_preprocessing_matches_keras_and_passes_gradients(name, mode):
     import tensorflow as tf

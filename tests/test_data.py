@@ -377,6 +377,35 @@ def test_build_then_rename_copies_where_a_rename_is_refused(tmp_path, monkeypatc
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
 
 
+def test_stale_partial_folders_of_dead_machines_are_removed_before_building(tmp_path):
+    """Issue 16: every interrupted preparation left a hidden .name.partial-* folder on Drive for good."""
+    for stale in (".pets.partial-abc123", ".pets.partial-def456"):
+        (tmp_path / stale).mkdir()
+        (tmp_path / stale / "cat.1.jpg").write_bytes(b"x")
+    (tmp_path / ".other.partial-1").mkdir()  # another set's: not ours to remove
+    helpers.build_then_rename(tmp_path / "pets", lambda tmp: (tmp / "a.txt").write_text("a"))
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".other.partial-1", "pets"]
+
+
+def test_a_folder_packed_into_one_archive_unpacks_whole_with_progress(tmp_path, toy_root, capsys):
+    from cnnvis import archives
+
+    archive = archives.pack(toy_root, tmp_path / "pets.zip")
+    assert archive.is_file() and not list(tmp_path.glob("*.partial"))
+    files = sorted(p.relative_to(toy_root) for p in toy_root.rglob("*") if p.is_file())
+    out = archives.unpack(archive, tmp_path / "machine" / "pets")
+    assert sorted(p.relative_to(out) for p in out.rglob("*") if p.is_file()) == files
+    assert all((out / f).read_bytes() == (toy_root / f).read_bytes() for f in files)
+    text = capsys.readouterr().out
+    assert f"{len(files)}/{len(files)}" in text and f"Unpacked {len(files)} files" in text
+    assert archives.read_member(archive, "boxes.csv") == (toy_root / "boxes.csv").read_bytes()
+    assert archives.read_member(archive, "missing") is None and archives.read_member(tmp_path / "no.zip", "x") is None
+    archive.write_bytes(archive.read_bytes()[:1000])  # a truncated upload: nothing half-unpacked
+    with pytest.raises(ValueError, match="pets.zip is damaged .*delete it and run notebook 00 again"):
+        archives.unpack(archive, tmp_path / "again")
+    assert not (tmp_path / "again").exists() and not list(tmp_path.glob(".again.partial-*"))
+
+
 def test_validation_images_resizes_photos_of_every_size(tmp_path):
     for label, sizes in (("cats", [(50, 30), (20, 70)]), ("dogs", [(64, 64), (33, 90)])):
         for split in ("train", "validation"):

@@ -89,6 +89,70 @@ def test_train_checkpoints_and_resumes(tmp_path, tiny_data):
     assert any(not np.array_equal(a, b) for a, b in zip(before, done.get_weights()))  # weights loaded
 
 
+KILLED_AFTER_TWO = """
+import os, sys
+sys.path.insert(0, {repo!r})
+import keras
+import helpers
+fit = keras.Model.fit
+def fit_then_die(self, *args, callbacks=(), **kwargs):  # SIGKILL once epoch 2 is saved: a Colab disconnect
+    die = keras.callbacks.LambdaCallback(on_epoch_end=lambda epoch, logs: epoch == 1 and os.kill(os.getpid(), 9))
+    return fit(self, *args, callbacks=[*callbacks, die], **kwargs)
+keras.Model.fit = fit_then_die
+train_ds, val_ds, _ = helpers.load_image_folders({root!r}, (64, 64), batch_size=8)
+helpers.train(helpers.build_mini_vgg(input_size=64), train_ds, val_ds, epochs=4, checkpoint={checkpoint!r}, verbose=0)
+"""
+
+
+def test_a_training_killed_after_two_epochs_resumes_with_its_optimizer(tmp_path, toy_root, tiny_data, capsys):
+    """Issue 16: resuming loaded the best epoch's weights, counted on from the last and built a fresh optimizer."""
+    train_ds, val_ds, _ = tiny_data
+    checkpoint = tmp_path / "models" / "killed.keras"
+    script = KILLED_AFTER_TWO.format(repo=str(helpers.REPO_ROOT), root=str(toy_root), checkpoint=str(checkpoint))
+    killed = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=600)
+    assert killed.returncode == -9, killed.stderr[-2000:]
+    record = json.loads(checkpoint.with_suffix(".json").read_text())
+    assert record["epochs_done"] == 2 and record["epochs_planned"] == 4
+    assert "2 of 4 epochs, unfinished" in helpers.describe_checkpoint(checkpoint)
+    # Drive synced the record of an epoch whose model never arrived: the last-epoch file decides
+    checkpoint.with_suffix(".json").write_text(json.dumps({**record, "epochs_done": 3, "history": {
+        k: v + [0.0] for k, v in record["history"].items()}}))
+    model = helpers.build_mini_vgg(input_size=64)
+    history = helpers.train(model, train_ds, val_ds, epochs=4, checkpoint=checkpoint, verbose=0)
+    assert "Continuing killed.keras at epoch 3 of 4" in capsys.readouterr().out
+    assert history.epoch == [0, 1, 2, 3] and history.history["loss"][:2] == record["history"]["loss"]
+    steps = len(list(train_ds))
+    uninterrupted = helpers.build_mini_vgg(input_size=64)
+    helpers.train(uninterrupted, train_ds, val_ds, epochs=4, verbose=0)
+    assert int(model.optimizer.iterations) == int(uninterrupted.optimizer.iterations) == 4 * steps
+    assert json.loads(checkpoint.with_suffix(".json").read_text())["epochs_done"] == 4
+    assert not list(checkpoint.parent.glob("*partial*"))
+
+
+def test_a_run_is_unfinished_only_before_its_planned_epochs():
+    from cnnvis.checkpoints import last_path, unfinished
+
+    assert unfinished({"epochs_done": 2, "epochs_planned": 100})
+    assert not unfinished({"epochs_done": 100, "epochs_planned": 100}) and not unfinished(None)
+    assert not unfinished({"epochs_done": 3})  # a record of an older version: finished as it is
+    assert last_path("/m/mini_vgg_pets.keras").as_posix() == "/m/mini_vgg_pets.last.keras"
+
+
+def test_resuming_with_another_optimizer_is_refused_in_one_sentence(tmp_path, tiny_data):
+    import keras
+
+    from cnnvis.checkpoints import read_last
+
+    train_ds, val_ds, _ = tiny_data
+    checkpoint = tmp_path / "opt.keras"
+    helpers.train(helpers.build_mini_vgg(input_size=64), train_ds.take(1), val_ds.take(1), epochs=1,
+                  checkpoint=checkpoint, verbose=0)
+    assert read_last(checkpoint)["epochs_done"] == 1 and read_last(tmp_path / "none.keras") is None
+    with pytest.raises(ValueError, match=r"opt\.last\.keras was saved with another optimizer \(RMSprop\)"):
+        helpers.train(helpers.build_mini_vgg(input_size=64), train_ds.take(1), val_ds.take(1), epochs=2,
+                      checkpoint=checkpoint, optimizer=keras.optimizers.Adam(), verbose=0)
+
+
 def test_train_with_augmentation_reduces_loss(tiny_data):
     train_ds, val_ds, _ = tiny_data
     model = helpers.build_mini_vgg(input_size=64)
@@ -171,6 +235,16 @@ def test_trained_mini_vgg_trains_once_then_loads(monkeypatch, capsys):
                                                "toy_pets_150_50_160px (150 + 50 images per class) for 1 epochs")
     assert checkpoint.stat().st_mtime_ns == stamp  # loaded, not retrained
     assert all(np.array_equal(a, b) for a, b in zip(model.get_weights(), again.get_weights()))
+
+    record = json.loads(checkpoint.with_suffix(".json").read_text())
+    checkpoint.with_suffix(".json").write_text(json.dumps({**record, "epochs_planned": 2, "augmented": True}))
+    with pytest.raises(RuntimeError, match="stopped at epoch 1 of 2 .*with augmentation: run notebook 01's training"):
+        helpers.trained_mini_vgg()
+    checkpoint.with_suffix(".json").write_text(json.dumps({**record, "epochs_planned": 2}))  # a run of 2, cut after 1
+    helpers.trained_mini_vgg()
+    out = capsys.readouterr().out
+    assert "stopped at epoch 1 of 2 (a disconnect?): finishing it now, from epoch 2." in out
+    assert "Continuing mini_vgg_toy_pets_150_50_160px_quick.keras at epoch 2 of 2" in out and "for 2 epochs" in out
 
 
 def test_load_checkpoint_names_the_missing_or_wrong_file(tmp_path):

@@ -45,22 +45,38 @@ def test_class_gradients_shapes_and_a_clear_error_for_the_wrong_size(toy_root):
 
 
 def test_start_state_resumes_only_the_same_data_and_records_each_epoch(tmp_path, toy_root, capsys):
+    import keras
+
     checkpoint = tmp_path / "models" / "m.keras"
-    fresh = checkpoints.start_state(checkpoint, toy_root, resume=True)
+    fresh = checkpoints.start_state(checkpoint, toy_root, resume=True, epochs=3)
     assert fresh["epochs_done"] == 0 and fresh["dataset"] == toy_root.name and checkpoint.parent.is_dir()
-    record = checkpoints.epoch_recorder(fresh, checkpoint)
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    model.compile(optimizer="sgd", loss="mse")
+    record = checkpoints.epoch_recorder(fresh, checkpoint, model)
     record(0, {"accuracy": 0.5})
     checkpoint.write_bytes(b"weights")
     assert json.loads(checkpoint.with_suffix(".json").read_text())["epochs_done"] == 1
-    assert checkpoints.start_state(checkpoint, toy_root, resume=True)["history"] == {"accuracy": [0.5]}
-    assert checkpoints.start_state(checkpoint, toy_root, resume=False)["epochs_done"] == 0
-    other = checkpoints.start_state(checkpoint, None, resume=True)  # other data: set aside, afresh
-    assert other["epochs_done"] == 0 and not checkpoint.exists()
-    assert (tmp_path / "models" / f"m__{toy_root.name}.keras").exists() and "training afresh" in capsys.readouterr().out
+    assert checkpoints.read_last(checkpoint)["history"] == {"accuracy": [0.5]}  # in the last-epoch file too
+    assert checkpoints.start_state(checkpoint, toy_root, resume=True, epochs=3)["history"] == {"accuracy": [0.5]}
+    assert checkpoints.start_state(checkpoint, toy_root, resume=False, epochs=3)["epochs_done"] == 0
+    other = checkpoints.start_state(checkpoint, None, resume=True, epochs=3)  # other data: set aside, afresh
+    assert other["epochs_done"] == 0 and not checkpoint.exists() and not checkpoints.last_path(checkpoint).exists()
+    kept = tmp_path / "models" / f"m__{toy_root.name}.keras"
+    assert kept.exists() and checkpoints.last_path(kept).exists() and "training afresh" in capsys.readouterr().out
     with pytest.raises(ValueError, match=".keras"):
-        checkpoints.start_state(tmp_path / "m.h5", toy_root, resume=True)
+        checkpoints.start_state(tmp_path / "m.h5", toy_root, resume=True, epochs=3)
     history = checkpoints.history_from_state({"epochs_done": 1, "history": {"accuracy": [0.5]}})
     assert history.history == {"accuracy": [0.5]} and history.epoch == [0]
+
+
+def test_an_unfinished_checkpoint_without_its_last_epoch_file_is_set_aside(tmp_path, toy_root, capsys):
+    checkpoint = tmp_path / "m.keras"
+    checkpoint.write_bytes(b"weights")
+    record = {**checkpoints.dataset_record(toy_root), "epochs_done": 2, "history": {"loss": [1.0, 0.9]}}
+    checkpoint.with_suffix(".json").write_text(json.dumps(record))
+    assert checkpoints.start_state(checkpoint, toy_root, resume=True, epochs=2)["epochs_done"] == 2  # finished: kept
+    assert checkpoints.start_state(checkpoint, toy_root, resume=True, epochs=5)["epochs_done"] == 0
+    assert "has no last-epoch file to continue from" in capsys.readouterr().out and not checkpoint.exists()
 
 
 def test_report_errors_shows_the_exception_in_the_panel_and_clears_it_on_success():

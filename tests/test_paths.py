@@ -32,6 +32,16 @@ def test_project_paths_on_colab_use_drive_at_content_drive(monkeypatch, tmp_path
     assert paths.models == paths.root / "models" and paths.figures == paths.root / "figures"
 
 
+def test_image_sets_live_on_the_machines_disk_only_when_data_is_on_drive(monkeypatch, tmp_path):
+    from cnnvis.paths import machine_data_dir
+
+    assert machine_data_dir(tmp_path / "data") == tmp_path / "data"  # not in Colab: the data folder itself
+    monkeypatch.setenv("COLAB_RELEASE_TAG", "test")
+    monkeypatch.setenv("CNNVIS_CONTENT", str(tmp_path))
+    assert machine_data_dir(tmp_path / "drive" / "MyDrive" / "cnn-vis" / "data") == tmp_path / "cnn-vis-data"
+    assert machine_data_dir(tmp_path / "cnn-vis" / "data") == tmp_path / "cnn-vis" / "data"  # Drive declined
+
+
 def test_describe_paths_shows_no_machine_path(project_home, monkeypatch):
     text = helpers.describe_paths(helpers.project_paths())
     assert text.splitlines() == ["    data: $CNNVIS_HOME/data", "  models: $CNNVIS_HOME/outputs/models",
