@@ -6,7 +6,8 @@
 4. filter patterns        -- seed 001's gradient ascent, batched and compiled once (notebook 03)
 5. Grad-CAM and variants  -- Grad-CAM, Grad-CAM++, Score-CAM, occlusion; the gradient, SmoothGrad, Guided
                              Backprop; overlays, two-object images, sanity checks (notebook 04)
-6. explorers              -- ipywidgets panels over the functions above
+6. your own model         -- a model file or name and a folder of photos, described (notebook 05)
+7. explorers              -- ipywidgets panels over the functions above
 
 The machinery a learner need not read -- Colab, Drive and Kaggle, data preparation, the toy pets,
 making any Keras 3 model work, TensorFlow's start-up, Lucid's parameterisation, the metrics --
@@ -63,6 +64,9 @@ from cnnvis.paths import HOME_ENV, REPO_ROOT, describe_paths, project_paths  # n
 from cnnvis.randomise import check_finite, randomised_copy, reinitialise  # noqa: E402,F401
 from cnnvis.toy_pets import BOX_PARTS, CLASS_DIRS, CLASS_PARTS, eye_boxes, load_boxes, make_toy_pets  # noqa: E402,F401
 from cnnvis.widgets import figure_png, report_errors  # noqa: E402
+from cnnvis.your_model import (PREPROCESS_MODES, class_names_for, class_to_explain, layer_choice,  # noqa: E402,F401
+                               load_your_model, output_kind, pattern_layer, predictions, save_maps, verdict,
+                               with_preprocessing, your_images)
 
 
 # ---------------------------------------------------------------------------
@@ -1092,7 +1096,48 @@ def densenet_with_new_head(n_classes: int = 200, weights="imagenet"):
 
 
 # ---------------------------------------------------------------------------
-# 6. Explorers (ipywidgets)
+# 6. Your own model (notebook 05)
+# ---------------------------------------------------------------------------
+
+def example_model_file(paths=None) -> Path:
+    """Notebook 05's default model as a file: the trained EfficientNet-Lite0 (raw pixels in, ImageNet
+    probabilities out) saved once as models/efficientnet_lite0_as_yours.keras, so that it is loaded
+    back exactly as a model file of yours would be."""
+    path = (paths or project_paths()).models / "efficientnet_lite0_as_yours.keras"
+    if not path.is_file():
+        load_pretrained("efficientnet_lite0").save(path)
+    return path
+
+
+def your_model(spec, preprocess: str = "raw", custom_objects: dict | None = None):
+    """A model of yours that takes raw RGB pixels 0-255: load_your_model(spec) with the named
+    preprocessing in front (with_preprocessing; "raw" when the model takes pixels as they are)."""
+    return with_preprocessing(load_your_model(spec, custom_objects), preprocess)
+
+
+def input_size(model, default: int = 224) -> tuple[int, int]:
+    """(height, width) the model takes; `default` for a side it leaves open."""
+    height, width = model_input(model).shape[1:3]
+    return height or default, width or default
+
+
+def describe_your_model(model) -> str:
+    """Three lines: the input size, the kind of output, and the layer the maps use, with why and the
+    other candidates."""
+    kind, n = output_kind(model)
+    meaning = {"softmax": f"softmax over {n} classes", "scores": f"{n} linear scores (logits)",
+               "binary": "one sigmoid: both classes can be explained, class 1 and its negation",
+               "multi-label": f"{n} sigmoids, one per label, each explained on its own",
+               "regression": "one linear value: class 1 shows what raises it, class 0 what lowers it"}[kind]
+    chosen, others = layer_choice(model)
+    height, width = input_size(model)
+    return (f"input: {height} x {width} RGB pixels\noutput: {meaning}\n"
+            f"maps at: {chosen} (the last layer with a spatial map before the head: later layers keep no "
+            f"\"where\"); other candidates: {', '.join(others) or 'none'}")
+
+
+# ---------------------------------------------------------------------------
+# 7. Explorers (ipywidgets)
 # ---------------------------------------------------------------------------
 
 

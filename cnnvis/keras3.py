@@ -308,12 +308,28 @@ def replay_to(model, layer_name: str, input_shape):
     raise ValueError(f"Layer {layer_name!r} is not a top-level layer of {model.name!r}.")
 
 
+def _plain_chain(model) -> bool:
+    """Whether every layer takes the output of the one before it (a Sequential, or a functional model
+    without branches, like the mini-VGG): such a model can be replayed layer by layer (replay_to)."""
+    if isinstance(model, keras.Sequential):
+        return True
+    previous = None
+    for layer in model.layers:
+        source = None if isinstance(layer, keras.layers.InputLayer) else layer.input
+        if source is not None and (isinstance(source, (list, tuple)) or not hasattr(source, "_keras_history")
+                                   or source._keras_history.operation is not previous):
+            return False
+        previous = layer
+    return True
+
+
 def truncated_model(model, layer_name: str, size: int):
     """A model from raw (size, size, 3) images to `layer_name`'s output (N, h, w, C).
 
     Models with a flexible input (e.g. load_pretrained(..., include_top=False)) or of exactly this
     input size are cut directly; a fixed-size plain chain (the mini-VGG) is replayed on the new
-    size. Raises ValueError for a layer without spatial output or a size too small for the layer.
+    size, and any other fixed-size model (branches: Add, Concatenate) has its part up to the layer
+    rebuilt at the new size with the same weights. Raises ValueError for a layer without spatial output or a size too small for the layer.
     """
     layer, _ = find_layer(model, layer_name)
     if not is_spatial(layer):
@@ -327,8 +343,12 @@ def truncated_model(model, layer_name: str, size: int):
             inner = activation_model(model, layer_name)
             inputs = keras.Input((size, size, 3), name="image")
             cut = keras.Model(inputs, inner(inputs))
-        else:
+        elif _plain_chain(model):
             cut = replay_to(model, layer_name, (size, size, 3))
+        else:  # a fixed-size graph (a model file of yours, say): its part up to the layer, rebuilt at `size`
+            part = activation_model(model, layer_name)
+            cut = keras.models.clone_model(part, input_tensors=keras.Input((size, size, 3), name="image"))
+            cut.set_weights(part.get_weights())
     except ValueError as exc:  # Keras reports an empty output as a negative dimension
         if "too small" in str(exc) or "negative" in str(exc).lower() or "must be" in str(exc):
             raise too_small from None

@@ -328,3 +328,29 @@ def test_a_failed_clone_in_the_setup_cell_says_what_to_do_in_one_line(colab, mon
     message = str(info.value)
     assert message.startswith(f"git could not clone {missing} (main): fatal:") and "does not exist" in message
     assert "your fork" in message and "\n" not in message and "exit status" not in message
+
+
+def test_photos_come_from_colabs_upload_button_and_a_model_from_drive(colab, monkeypatch):
+    from PIL import Image
+
+    from cnnvis import your_model
+
+    picked = colab / "picked"
+    picked.mkdir()
+    Image.new("RGB", (50, 40), (200, 30, 30)).save(picked / "my cat.jpg")
+    (picked / "broken.png").write_bytes(b"nope")
+    monkeypatch.setenv("STANDIN_UPLOAD", str(picked))
+    images, names, skipped = your_model.your_images("upload", 32)
+    assert names == ["my cat"] and images.shape == (1, 32, 32, 3) and skipped[0].startswith("broken.png: ")
+    assert (colab / "content" / "uploads" / "my cat.jpg").is_file() and "files.upload -> 2 files" in _log(colab)
+    monkeypatch.delenv("STANDIN_UPLOAD")
+    with pytest.raises(ValueError, match="No file was uploaded"):
+        your_model.your_images("upload", 32)
+    paths = helpers.project_paths()  # Drive mounted: a model saved there loads from its Drive path
+    import keras
+
+    inputs = keras.Input((32, 32, 3))
+    x = keras.layers.GlobalAveragePooling2D()(keras.layers.Conv2D(4, 3)(inputs))
+    keras.Model(inputs, keras.layers.Dense(2, activation="softmax")(x)).save(paths.models / "mine.keras")
+    model = helpers.your_model(colab / "content" / "drive" / "MyDrive" / "cnn-vis" / "models" / "mine.keras")
+    assert helpers.output_kind(model) == ("softmax", 2)

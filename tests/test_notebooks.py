@@ -16,8 +16,16 @@ def _source(cell):
     return "".join(cell["source"])
 
 
-def test_the_five_numbered_notebooks_exist():
-    assert [p.name[:2] for p in NOTEBOOKS] == ["00", "01", "02", "03", "04"]
+def test_the_six_numbered_notebooks_exist():
+    assert [p.name[:2] for p in NOTEBOOKS] == ["00", "01", "02", "03", "04", "05"]
+
+
+def test_notebook_05s_settings_are_one_cell_tagged_for_papermill():
+    cells = _cells(NOTEBOOKS[5])
+    tagged = [c for c in cells if "parameters" in c["metadata"].get("tags", [])]
+    assert len(tagged) == 1 and tagged[0] is cells[3]
+    for name in ("MODEL", "IMAGES", "CLASS_NAMES", "PREPROCESS", "EXPLAIN", "CUSTOM_OBJECTS"):
+        assert re.search(rf"^{name} = ", _source(tagged[0]), re.M), name
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)

@@ -215,3 +215,24 @@ def test_a_pattern_beats_its_own_shuffled_pixels_and_noise_does_not():
     noise = np.random.default_rng(0).integers(0, 256, (1, 16, 16, 3), dtype=np.uint8)
     on, off = helpers.pattern_vs_shuffled(model, "relu", [0], noise)
     assert abs(on[0] - off[0]) < 0.5 * on[0]
+
+
+def test_a_fixed_size_model_with_branches_is_cut_at_another_size_with_its_weights():
+    """Issue 17: a model file of one's own (fixed input, residual branches) failed deep inside Keras
+    ("Iterating over a symbolic KerasTensor") when its patterns were asked at another size."""
+    import keras
+
+    def residual(shape):
+        keras.utils.set_random_seed(3)
+        inputs = keras.Input(shape)
+        a = keras.layers.Conv2D(4, 3, padding="same", name="a")(inputs)
+        b = keras.layers.Add(name="sum")([a, keras.layers.Conv2D(4, 1, name="b")(a)])
+        x = keras.layers.GlobalAveragePooling2D()(keras.layers.Conv2D(6, 3, padding="same", name="c")(b))
+        return keras.Model(inputs, keras.layers.Dense(2, activation="softmax")(x))
+
+    fixed, flexible = residual((48, 48, 3)), residual((None, None, 3))
+    flexible.set_weights(fixed.get_weights())
+    cut = helpers.truncated_model(fixed, "c", 32)
+    images = np.random.default_rng(0).uniform(0, 255, (2, 32, 32, 3)).astype(np.float32)
+    np.testing.assert_allclose(cut(images), helpers.truncated_model(flexible, "c", 32)(images), atol=1e-5)
+    assert helpers.filter_patterns(fixed, "sum", [0, 1], size=32, steps=3, progress=False).shape == (2, 32, 32, 3)

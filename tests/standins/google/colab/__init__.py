@@ -1,2 +1,2 @@
 """Test stand-in for Colab's google.colab package (see tests/standins/README.md)."""
-from google.colab import drive, output, userdata  # noqa: F401
+from google.colab import drive, files, output, userdata  # noqa: F401
