@@ -329,7 +329,8 @@ def truncated_model(model, layer_name: str, size: int):
     Models with a flexible input (e.g. load_pretrained(..., include_top=False)) or of exactly this
     input size are cut directly; a fixed-size plain chain (the mini-VGG) is replayed on the new
     size, and any other fixed-size model (branches: Add, Concatenate) has its part up to the layer
-    rebuilt at the new size with the same weights. Raises ValueError for a layer without spatial output or a size too small for the layer.
+    rebuilt at the new size with the same weights. Raises ValueError for a layer without spatial
+    output or a size too small for the layer.
     """
     layer, _ = find_layer(model, layer_name)
     if not is_spatial(layer):
