@@ -13,6 +13,7 @@ import numpy as np
 
 from cnnvis import efficientnet_lite
 from cnnvis.colab import in_colab
+from cnnvis.mode import OFFLINE_ENV, offline_mode
 from cnnvis.paths import project_paths
 from cnnvis.runtime import import_tensorflow
 
@@ -60,7 +61,13 @@ def _imagenet_application(constructor, constructor_name: str, include_top: bool,
     """(model, pretrained): the application with ImageNet weights, downloaded by Keras. Only a failed
     download falls back to random weights (seeded: the same network on every run), with one banner
     line that shows the error. In Colab, where the network is expected, the download is tried twice
-    and a second failure is raised. Every other error is raised as it is."""
+    and a second failure is raised. Every other error is raised as it is. With CNNVIS_OFFLINE=1
+    (mode.offline_mode) nothing is downloaded: random weights at once, with the banner."""
+    if offline_mode():
+        print(f"OFFLINE ({OFFLINE_ENV}=1): ImageNet weights for {constructor_name} are not downloaded; using RANDOM "
+              "weights -- the figures show the method, not what a trained network sees.")
+        keras.utils.set_random_seed(0)
+        return constructor(weights=None, include_top=include_top, input_tensor=x), False
     attempts = 2 if in_colab() else 1
     for attempt in range(1, attempts + 1):
         try:

@@ -17,6 +17,15 @@ def quick_or_full(quick, full):
     return quick if quick_mode() else full
 
 
+OFFLINE_ENV = "CNNVIS_OFFLINE"
+
+
+def offline_mode() -> bool:
+    """True when CNNVIS_OFFLINE is set to a true value: this machine has no internet on purpose (an
+    air-gapped machine, CI's Colab stand-in), so ImageNet weights are not even tried for."""
+    return os.environ.get(OFFLINE_ENV, "").strip().lower() in {"1", "true", "yes", "on"}
+
+
 SEED_ENV = "CNNVIS_SEED"
 
 

@@ -316,6 +316,15 @@ def test_in_colab_a_failed_download_is_retried_once_then_stops(monkeypatch, caps
     assert calls == ["imagenet", "imagenet"]  # no random weights in Colab
 
 
+def test_a_machine_offline_on_purpose_does_not_try_the_download(monkeypatch, capsys):
+    monkeypatch.setattr(keras3, "in_colab", lambda: True)  # even in Colab (CI's stand-in has no internet)
+    monkeypatch.setenv("CNNVIS_OFFLINE", "1")
+    calls = _flaky_resnet(monkeypatch, [URL_FAILURE, URL_FAILURE])
+    model = helpers.load_pretrained("resnet50", include_top=False, input_shape=(32, 32, 3))
+    assert calls == [None] and not model.pretrained
+    assert capsys.readouterr().out.startswith("OFFLINE (CNNVIS_OFFLINE=1): ImageNet weights for ResNet50 are not")
+
+
 @pytest.mark.parametrize("name, mode", [("resnet50", "caffe"), ("densenet169", "torch")])
 def test_pretrained_preprocessing_matches_keras_and_passes_gradients(name, mode):
     import tensorflow as tf

@@ -59,7 +59,9 @@ def run_notebook(machine, name, secrets=None):
     machine.visits.append(name)
     shutil.copy(REPO / "notebooks" / name, content / name)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("CNNVIS_", "KAGGLE_", "STANDIN_"))}
-    env.update(CNNVIS_QUICK="1", CNNVIS_CONTENT=str(content), CNNVIS_REPO_URL=str(machine.remote),
+    # CNNVIS_OFFLINE: this "Colab" has no internet, so ImageNet weights are random without a download
+    # (real Colab retries a failed download once and stops; tests/test_activations.py tests that)
+    env.update(CNNVIS_QUICK="1", CNNVIS_OFFLINE="1", CNNVIS_CONTENT=str(content), CNNVIS_REPO_URL=str(machine.remote),
                CNNVIS_REPO_REF="main", PYTHONPATH=str(STANDINS), IPYTHONDIR=str(machine.base / "ipython"),
                STANDIN_DRIVE=str(machine.drive), STANDIN_LOG=str(machine.log), STANDIN_ARCHIVE=str(machine.archive),
                STANDIN_SECRETS=json.dumps(secrets or {}), HOME=str(machine.base / "home"),
