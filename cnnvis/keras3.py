@@ -380,13 +380,16 @@ def classifier_head(model):
     """(final Dense layer, name of the layer feeding it): class scores are recomputed from the
     Dense's kernel and bias, i.e. taken before its softmax/sigmoid, as the Grad-CAM paper asks.
     A trailing Activation or Softmax layer (softmax, sigmoid or linear; the Keras mixed-precision
-    guide ends models with one) is looked through."""
+    guide ends models with one) is looked through, and so is a whole model nested as the last
+    layer (your_model.with_preprocessing puts a preprocessing layer in front of one)."""
     def before(layer):
         if isinstance(model, keras.Sequential) or not hasattr(layer.input, "_keras_history"):
             return model.layers[model.layers.index(layer) - 1] if model.layers.index(layer) > 0 else None
         return layer.input._keras_history.operation
 
     last = model.layers[-1]
+    if hasattr(last, "layers") and last.layers and not isinstance(last.output, (list, tuple)):
+        return classifier_head(last)  # a whole model as the last layer (a preprocessing layer put in front)
     if isinstance(last, keras.layers.Softmax) or (isinstance(last, keras.layers.Activation) and getattr(
             last.activation, "__name__", "") in ("softmax", "sigmoid", "linear")):
         last = before(last)

@@ -100,14 +100,13 @@ def with_preprocessing(model, mode: str):
         return model
     inputs = keras.Input(tuple(model_input(model).shape[1:]), name="pixels")
     x = _preprocess_layer_class()(mode, name=f"preprocess_{mode}")(inputs)
-    # model.call, not model(x): the same layers (and weights) are called one by one on the
-    # preprocessed pixels, so the result is flat and its head is still its last layer (a model
-    # called as one layer would hide it inside)
-    return keras.Model(inputs, model.call(x), name=f"{model.name}_on_pixels")
+    return keras.Model(inputs, model(x), name=f"{model.name}_on_pixels")  # `model` nested: its layers keep their names
 
 
 def _final_activation(model) -> str:
     last = model.layers[-1]
+    while hasattr(last, "layers") and last.layers:  # a model nested as the last layer (with_preprocessing)
+        last = last.layers[-1]
     if isinstance(last, keras.layers.Softmax):
         return "softmax"
     activation = getattr(last, "activation", None)
