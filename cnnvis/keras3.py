@@ -63,11 +63,13 @@ def _imagenet_application(constructor, constructor_name: str, include_top: bool,
     line that shows the error. In Colab, where the network is expected, the download is tried twice
     and a second failure is raised. Every other error is raised as it is. With CNNVIS_OFFLINE=1
     (mode.offline_mode) nothing is downloaded: random weights at once, with the banner."""
-    if offline_mode():
-        print(f"OFFLINE ({OFFLINE_ENV}=1): ImageNet weights for {constructor_name} are not downloaded; using RANDOM "
-              "weights -- the figures show the method, not what a trained network sees.")
+    def random_weights(why: str):
+        print(f"OFFLINE{why}; using RANDOM weights -- the figures show the method, not what a trained network sees.")
         keras.utils.set_random_seed(0)
         return constructor(weights=None, include_top=include_top, input_tensor=x), False
+
+    if offline_mode():
+        return random_weights(f" ({OFFLINE_ENV}=1): ImageNet weights for {constructor_name} are not downloaded")
     attempts = 2 if in_colab() else 1
     for attempt in range(1, attempts + 1):
         try:
@@ -82,10 +84,7 @@ def _imagenet_application(constructor, constructor_name: str, include_top: bool,
         raise RuntimeError(f"ImageNet weights for {constructor_name} could not be downloaded twice ({error}). Colab "
                            "has internet, so this is Keras' server or the connection: run this cell again in a "
                            "minute; weights=None gives the untrained network on purpose.")
-    print(f"OFFLINE: ImageNet weights for {constructor_name} could not be downloaded ({error}); using RANDOM "
-          "weights -- the figures show the method, not what a trained network sees.")
-    keras.utils.set_random_seed(0)
-    return constructor(weights=None, include_top=include_top, input_tensor=x), False
+    return random_weights(f": ImageNet weights for {constructor_name} could not be downloaded ({error})")
 
 
 def load_pretrained(name: str = "resnet50", include_top: bool = True, weights="imagenet", input_shape=None):

@@ -7,9 +7,14 @@ import os
 QUICK_ENV = "CNNVIS_QUICK"
 
 
+def _flag(name: str) -> bool:
+    """Whether the environment variable `name` is set to a true value (1/true/yes/on)."""
+    return os.environ.get(name, "").strip().lower() in {"1", "true", "yes", "on"}
+
+
 def quick_mode() -> bool:
     """True when CNNVIS_QUICK is set to a true value (1/true/yes/on)."""
-    return os.environ.get(QUICK_ENV, "").strip().lower() in {"1", "true", "yes", "on"}
+    return _flag(QUICK_ENV)
 
 
 def quick_or_full(quick, full):
@@ -23,7 +28,7 @@ OFFLINE_ENV = "CNNVIS_OFFLINE"
 def offline_mode() -> bool:
     """True when CNNVIS_OFFLINE is set to a true value: this machine has no internet on purpose (an
     air-gapped machine, CI's Colab stand-in), so ImageNet weights are not even tried for."""
-    return os.environ.get(OFFLINE_ENV, "").strip().lower() in {"1", "true", "yes", "on"}
+    return _flag(OFFLINE_ENV)
 
 
 SEED_ENV = "CNNVIS_SEED"
